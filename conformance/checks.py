@@ -1,0 +1,70 @@
+"""Helpers the conformance tests share: building inputs and comparing outputs.
+
+Inputs are built with plain NumPy and torch, never with the implementation under
+test, so one broken component cannot cascade into unrelated failures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Default (rtol, atol) per dtype of the implementation's output, compared with a
+# float64 oracle. An implementation may override them in CONFORMANCE["tolerance"].
+DEFAULT_TOLERANCE = {
+    "float64": (1e-9, 1e-9),
+    "float32": (1e-5, 1e-5),
+    "float16": (2e-3, 2e-3),
+    "bfloat16": (2e-2, 2e-2),
+}
+
+
+def tensor(array, device, dtype=torch.float32) -> torch.Tensor:
+    """A torch tensor on ``device`` from a NumPy array or nested list."""
+    return torch.as_tensor(np.asarray(array), dtype=dtype, device=device)
+
+
+def to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().to(torch.float64 if x.is_floating_point() else x.dtype).numpy()
+    return np.asarray(x)
+
+
+def tolerance_for(impl, dtype: torch.dtype, scale: float = 1.0) -> tuple[float, float]:
+    key = str(dtype).replace("torch.", "")
+    rtol, atol = impl.tolerance.get(key, DEFAULT_TOLERANCE.get(key, (1e-5, 1e-5)))
+    return rtol * scale, atol * scale
+
+
+def assert_close(actual, expected, impl=None, *, rtol=None, atol=None, what="output") -> None:
+    """Compare an implementation's output with the oracle's float64 answer.
+
+    Shapes must match exactly; NaN only matches NaN. Tolerances default to the
+    output dtype's entry in DEFAULT_TOLERANCE (or the implementation's override).
+    """
+    if isinstance(actual, torch.Tensor) and (rtol is None or atol is None):
+        d_rtol, d_atol = (
+            tolerance_for(impl, actual.dtype) if impl is not None
+            else DEFAULT_TOLERANCE.get(str(actual.dtype).replace("torch.", ""), (1e-5, 1e-5))
+        )
+        rtol = d_rtol if rtol is None else rtol
+        atol = d_atol if atol is None else atol
+    rtol = 1e-5 if rtol is None else rtol
+    atol = 1e-5 if atol is None else atol
+    a, e = to_numpy(actual), np.asarray(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape}, expected {e.shape}"
+    np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, equal_nan=True, err_msg=what)
+
+
+def raises_value_error(fn, *args, match: str | None = None, **kwargs) -> str:
+    """Call fn and require a ValueError/TypeError (the spec's "clear error")."""
+    try:
+        fn(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        if match is not None:
+            assert match.lower() in msg.lower(), f"error message {msg!r} does not mention {match!r}"
+        return msg
+    raise AssertionError(f"{getattr(fn, '__name__', fn)} accepted bad input without an error")

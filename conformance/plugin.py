@@ -1,0 +1,348 @@
+"""The pytest plugin behind ``pytest conformance --impl=NAME``.
+
+What it does, in the order a run sees it:
+
+1. ``--impl`` loads the implementation under test (see ``implementation.py``); the
+   run's header names it, its version and the file it was loaded from.
+2. Every conformance test carries ``@pytest.mark.component(...)`` and
+   ``@pytest.mark.spec("CLAUSE-ID")``; the clause must exist in SPEC.md, and a
+   failure report quotes the clause text.
+3. ``@pytest.mark.flavour(name)`` tests run only if the implementation claims
+   that flavour; ``@pytest.mark.strict_tier`` tests run only with ``--strict-tier``.
+4. Declared deviations (a per-implementation file of test-id prefixes with
+   reasons) become expected failures, or skips with ``--skip-deviations``; a
+   declared deviation that passes is reported as an unexpected pass, and a prefix
+   that matches no test is warned about.
+5. At the end a per-component table (passed / failed / not implemented /
+   deviations) is printed, and ``--conformance-report=PATH`` writes it as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+from conformance.implementation import Implementation, NotImplementedInImpl, load_implementation
+
+# --------------------------------------------------------------------------- hypothesis
+settings.register_profile(
+    "ci",
+    max_examples=30,
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough",
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+# --------------------------------------------------------------------------- SPEC.md clauses
+CLAUSE_RE = re.compile(r"\*\*\[(?P<id>[A-Z][A-Z0-9]*-[A-Za-z0-9.\-]+)\]\*\*\s*(?P<text>.*)")
+
+
+def spec_path() -> Path | None:
+    """SPEC.md beside the package (a clone) or inside it (an installed copy)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "SPEC.md", here / "SPEC.md"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_clauses() -> dict[str, str]:
+    path = spec_path()
+    if path is None:
+        return {}
+    clauses = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = CLAUSE_RE.search(line)
+        if m:
+            clauses[m.group("id")] = m.group("text").strip()
+    return clauses
+
+
+# --------------------------------------------------------------------------- options
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "detection conformance suite")
+    group.addoption(
+        "--impl",
+        default=os.environ.get("CONFORMANCE_IMPL", "reference"),
+        help="implementation under test: an importable module/package name, a path to a "
+        ".py file, or 'torchvision' for the shipped adapter (default: reference)",
+    )
+    group.addoption(
+        "--deviations",
+        default=None,
+        help="deviations file to use instead of the one the implementation declares",
+    )
+    group.addoption(
+        "--skip-deviations",
+        action="store_true",
+        help="skip declared deviations instead of running them as expected failures",
+    )
+    group.addoption(
+        "--strict-tier",
+        action="store_true",
+        help="also run reference-specific (strict tier) clauses, e.g. order under tied scores",
+    )
+    group.addoption(
+        "--device",
+        dest="conformance_device",
+        default="cpu",
+        help="device for the inputs the tests build: cpu or cuda[:N] (default cpu)",
+    )
+    group.addoption(
+        "--conformance-report",
+        default=None,
+        metavar="PATH",
+        help="write the per-test results and per-component table as JSON to PATH",
+    )
+    group.addoption(
+        "--hypothesis-profile-name",
+        dest="conformance_profile",
+        default=None,
+        help="hypothesis profile: ci, dev or thorough (also CONFORMANCE_PROFILE env var; "
+        "default dev, ci when CI is set)",
+    )
+
+
+class ConformanceSession:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.impl: Implementation = load_implementation(
+            config.getoption("--impl"), config.getoption("--deviations")
+        )
+        dev = config.getoption("conformance_device")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", dev):
+            raise pytest.UsageError(f"--device={dev}: expected cpu or cuda[:N]")
+        self.device = torch.device(dev)
+        self.cuda_missing = self.device.type == "cuda" and not torch.cuda.is_available()
+        self.clauses = read_clauses()
+        self.matched_prefixes: set[str] = set()
+        self.results: dict[str, dict] = {}
+        self.unknown_clauses: list[tuple[str, str]] = []
+
+
+_SESSION_KEY = pytest.StashKey[ConformanceSession]()
+
+
+def session_of(config: pytest.Config) -> ConformanceSession:
+    return config.stash[_SESSION_KEY]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    profile = (
+        config.getoption("conformance_profile")
+        or os.environ.get("CONFORMANCE_PROFILE")
+        or ("ci" if os.environ.get("CI") else "dev")
+    )
+    if profile not in ("ci", "dev", "thorough"):
+        raise pytest.UsageError(f"hypothesis profile {profile!r}: expected ci, dev or thorough")
+    settings.load_profile(profile)
+    config.stash[_SESSION_KEY] = ConformanceSession(config)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    s = session_of(config)
+    impl = s.impl
+    return [
+        f"conformance: implementation {impl.name} version {impl.version}",
+        f"conformance: loaded from {impl.location}",
+        f"conformance: flavours claimed {list(impl.flavours) or 'none'}; "
+        f"deviations {len(impl.deviations)} from {impl.deviations_file or 'none'}",
+        f"conformance: device {s.device}; hypothesis profile {settings._current_profile}; "
+        f"SPEC.md {spec_path() or 'not found'}",
+    ]
+
+
+# --------------------------------------------------------------------------- collection
+def _marker_arg(item: pytest.Item, name: str) -> str | None:
+    m = item.get_closest_marker(name)
+    return str(m.args[0]) if m and m.args else None
+
+
+def _is_conformance(item: pytest.Item) -> bool:
+    return item.get_closest_marker("spec") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    s = session_of(config)
+    strict = config.getoption("--strict-tier")
+    skip_devs = config.getoption("--skip-deviations")
+    for item in items:
+        if not _is_conformance(item):
+            continue
+        clause = _marker_arg(item, "spec")
+        if s.clauses and clause not in s.clauses:
+            s.unknown_clauses.append((item.nodeid, clause))
+        if s.cuda_missing:
+            item.add_marker(pytest.mark.skip(reason="--device=cuda but CUDA is not available"))
+            continue
+        flavour = _marker_arg(item, "flavour")
+        if flavour and not s.impl.claims(flavour):
+            item.add_marker(
+                pytest.mark.skip(reason=f"flavour {flavour} not claimed by {s.impl.name}")
+            )
+            continue
+        if item.get_closest_marker("strict_tier") and not strict:
+            item.add_marker(pytest.mark.skip(reason="strict tier: run with --strict-tier"))
+            continue
+        rel = _relative_nodeid(item.nodeid)
+        for dev in s.impl.deviations:
+            if rel.startswith(dev.prefix) or item.nodeid.startswith(dev.prefix):
+                s.matched_prefixes.add(dev.prefix)
+                reason = f"declared deviation: {dev.reason}"
+                if skip_devs:
+                    item.add_marker(pytest.mark.skip(reason=reason))
+                else:
+                    item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+                item.stash[_DEVIATION_KEY] = dev.reason
+                break
+    if s.unknown_clauses:
+        listing = ", ".join(f"{c} ({n})" for n, c in s.unknown_clauses[:5])
+        raise pytest.UsageError(f"conformance tests name clauses missing from SPEC.md: {listing}")
+    unmatched = [d for d in s.impl.deviations if d.prefix not in s.matched_prefixes]
+    for dev in unmatched:
+        warnings.warn(
+            f"{s.impl.deviations_file}:{dev.line}: deviation prefix {dev.prefix!r} "
+            "matches no collected test",
+            pytest.PytestWarning,
+        )
+
+
+_DEVIATION_KEY = pytest.StashKey[str]()
+
+
+def _relative_nodeid(nodeid: str) -> str:
+    """Node id from the conformance package on, whatever the rootdir."""
+    idx = nodeid.find("conformance/")
+    return nodeid[idx:] if idx >= 0 else nodeid
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def impl(request: pytest.FixtureRequest) -> Implementation:
+    """The implementation under test; ``impl.get(name)`` skips when a name is missing."""
+    return session_of(request.config).impl
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device the tests put their inputs on (``--device``)."""
+    return session_of(request.config).device
+
+
+# --------------------------------------------------------------------------- reporting
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not _is_conformance(item):
+        return
+    # A protocol callable that raises NotImplementedError is "not implemented".
+    if call.excinfo is not None and call.excinfo.errisinstance(NotImplementedError):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0,
+                           f"not implemented: {call.excinfo.value}")
+    s = session_of(item.config)
+    clause = _marker_arg(item, "spec")
+    if report.failed and clause:
+        report.sections.append(
+            ("SPEC.md clause", f"[{clause}] {s.clauses.get(clause, '(clause text not found)')}")
+        )
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        s.results[item.nodeid] = _classify(item, report)
+
+
+def _classify(item: pytest.Item, report: pytest.TestReport) -> dict:
+    deviation = item.stash.get(_DEVIATION_KEY, None)
+    if hasattr(report, "wasxfail"):
+        status = "unexpected_pass" if report.passed else "deviation"
+    elif report.skipped:
+        text = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        if "not implemented" in text:
+            status = "not_implemented"
+        elif "declared deviation" in text:
+            status = "deviation"
+        else:
+            status = "skipped"
+    elif report.passed:
+        status = "passed"
+    else:
+        status = "failed"
+    return {
+        "nodeid": item.nodeid,
+        "component": _marker_arg(item, "component") or "other",
+        "clause": _marker_arg(item, "spec"),
+        "flavour": _marker_arg(item, "flavour"),
+        "status": status,
+        "deviation": deviation,
+    }
+
+
+COLUMNS = ("passed", "failed", "not_implemented", "deviation", "unexpected_pass", "skipped")
+
+
+def component_table(results: dict[str, dict]) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = defaultdict(lambda: {c: 0 for c in COLUMNS})
+    for r in results.values():
+        table[r["component"]][r["status"]] += 1
+    return dict(sorted(table.items()))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    s = session_of(config)
+    if not s.results:
+        return
+    table = component_table(s.results)
+    tr = terminalreporter
+    tr.section(f"conformance of {s.impl.name} {s.impl.version}")
+    header = f"{'component':<16}" + "".join(f"{c.replace('_', ' '):>17}" for c in COLUMNS)
+    tr.write_line(header)
+    totals = {c: 0 for c in COLUMNS}
+    for comp, row in table.items():
+        tr.write_line(f"{comp:<16}" + "".join(f"{row[c]:>17}" for c in COLUMNS))
+        for c in COLUMNS:
+            totals[c] += row[c]
+    tr.write_line(f"{'total':<16}" + "".join(f"{totals[c]:>17}" for c in COLUMNS))
+    unexpected = [r for r in s.results.values() if r["status"] == "unexpected_pass"]
+    for r in unexpected:
+        tr.write_line(
+            f"UNEXPECTED PASS of declared deviation: {r['nodeid']} ({r['deviation']})",
+            yellow=True,
+        )
+    path = config.getoption("--conformance-report")
+    if path:
+        payload = {
+            "implementation": {
+                "name": s.impl.name,
+                "version": s.impl.version,
+                "location": s.impl.location,
+                "flavours": list(s.impl.flavours),
+                "deviations_file": s.impl.deviations_file,
+            },
+            "device": str(s.device),
+            "components": table,
+            "totals": totals,
+            "tests": sorted(s.results.values(), key=lambda r: r["nodeid"]),
+        }
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+        tr.write_line(f"conformance report written to {path}")
