@@ -1,0 +1,203 @@
+"""The conformance plugin's own behaviour, checked on a throw-away implementation.
+
+Each test writes a tiny implementation module and a tiny conformance test file,
+runs pytest on them in a subprocess with the plugin loaded, and reads the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+IMPL = '''
+CONFORMANCE = {"name": "toy", "version": "9.9", "flavours": ["mmdet"],
+               "deviations": "toy.deviations"}
+
+def double(x):
+    return 2 * x
+
+def triple(x):
+    return 3 * x + 1          # wrong on purpose
+
+def unsupported(x):
+    raise NotImplementedError("toy has no such option")
+'''
+
+TESTS = '''
+import pytest
+
+pytestmark = pytest.mark.component("toy")
+
+@pytest.mark.spec("HAR-1")
+def test_double_passes(impl):
+    assert impl.get("double")(2) == 4
+
+@pytest.mark.spec("HAR-1")
+def test_missing_name_is_not_implemented(impl):
+    impl.get("quadruple")
+
+@pytest.mark.spec("HAR-1")
+def test_triple_fails(impl):
+    assert impl.get("triple")(2) == 6
+
+@pytest.mark.spec("HAR-1")
+def test_declared_deviation_that_fails(impl):
+    assert impl.get("triple")(1) == 3
+
+@pytest.mark.spec("HAR-1")
+def test_declared_deviation_that_passes(impl):
+    assert impl.get("double")(1) == 2
+
+@pytest.mark.spec("HAR-1")
+def test_not_implemented_error_is_not_implemented(impl):
+    impl.get("unsupported")(1)
+
+@pytest.mark.spec("HAR-1")
+@pytest.mark.flavour("detectron2")
+def test_unclaimed_flavour_is_skipped(impl):
+    raise AssertionError("must not run")
+
+@pytest.mark.spec("HAR-2")
+@pytest.mark.strict_tier
+def test_strict_tier_is_opt_in(impl):
+    assert impl.get("double")(0) == 0
+'''
+
+DEVIATIONS = '''
+# prefix  # reason
+conformance/test_toy.py::test_declared_deviation_that_fails   # toy adds one
+conformance/test_toy.py::test_declared_deviation_that_passes  # toy used to differ
+conformance/test_toy.py::test_no_such_test                     # stale entry
+'''
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    pkg = tmp_path / "conformance"
+    pkg.mkdir()
+    (pkg / "conftest.py").write_text("from conformance.conftest import *  # noqa\n")
+    (pkg / "test_toy.py").write_text(TESTS)
+    (tmp_path / "toy.py").write_text(IMPL)
+    (tmp_path / "toy.deviations").write_text(DEVIATIONS)
+    return tmp_path
+
+
+def run(toy: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", str(toy / "conformance" / "test_toy.py"),
+           "-p", "no:cacheprovider", "--rootdir", str(toy), "--impl", str(toy / "toy.py"),
+           "-rA", *args]
+    # The toy 'conformance' folder must not shadow the real package: run the plugin
+    # from the repository (PYTHONPATH) and the tests from the toy folder.
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(toy)}
+    import os
+    env = {**os.environ, **env}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=toy, env=env, timeout=120)
+
+
+def test_report_classifies_every_outcome(toy):
+    report = toy / "out" / "report.json"
+    proc = run(toy, f"--conformance-report={report}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out  # test_triple_fails fails
+    data = json.loads(report.read_text())
+    status = {t["nodeid"].split("::")[-1]: t["status"] for t in data["tests"]}
+    assert status == {
+        "test_double_passes": "passed",
+        "test_missing_name_is_not_implemented": "not_implemented",
+        "test_triple_fails": "failed",
+        "test_declared_deviation_that_fails": "deviation",
+        "test_declared_deviation_that_passes": "unexpected_pass",
+        "test_not_implemented_error_is_not_implemented": "not_implemented",
+        "test_unclaimed_flavour_is_skipped": "skipped",
+        "test_strict_tier_is_opt_in": "skipped",
+    }
+    assert data["components"]["toy"]["passed"] == 1
+    assert data["components"]["toy"]["not_implemented"] == 2
+    assert all(t["clause"] in ("HAR-1", "HAR-2") for t in data["tests"])
+    assert data["implementation"]["name"] == "toy"
+    assert data["implementation"]["version"] == "9.9"
+
+
+def test_header_names_the_implementation_version_and_location(toy):
+    out = run(toy).stdout
+    assert "conformance: implementation toy version 9.9" in out
+    assert f"loaded from {toy / 'toy.py'}" in out
+
+
+def test_summary_table_and_unexpected_pass_are_printed(toy):
+    out = run(toy).stdout
+    assert "conformance of toy 9.9" in out
+    assert "UNEXPECTED PASS of declared deviation" in out
+    assert "toy used to differ" in out
+
+
+def test_failure_quotes_the_spec_clause(toy):
+    out = run(toy).stdout
+    assert "SPEC.md clause" in out and "[HAR-1]" in out
+
+
+def test_unmatched_deviation_prefix_is_warned_about(toy):
+    out = run(toy).stdout
+    assert "test_no_such_test" in out and "matches no collected test" in out
+
+
+def test_skip_deviations_turns_them_into_skips(toy):
+    report = toy / "r.json"
+    run(toy, "--skip-deviations", f"--conformance-report={report}")
+    status = {t["nodeid"].split("::")[-1]: t["status"] for t in json.loads(report.read_text())["tests"]}
+    assert status["test_declared_deviation_that_fails"] == "deviation"
+    assert status["test_declared_deviation_that_passes"] == "deviation"
+
+
+def test_strict_tier_runs_when_asked(toy):
+    report = toy / "r.json"
+    run(toy, "--strict-tier", f"--conformance-report={report}")
+    status = {t["nodeid"].split("::")[-1]: t["status"] for t in json.loads(report.read_text())["tests"]}
+    assert status["test_strict_tier_is_opt_in"] == "passed"
+
+
+def test_deviation_without_reason_is_a_usage_error(toy):
+    (toy / "toy.deviations").write_text("conformance/test_toy.py::test_triple_fails\n")
+    proc = run(toy)
+    assert proc.returncode == 4
+    assert "has no reason" in proc.stderr
+
+
+def test_unknown_implementation_is_a_clear_usage_error(toy):
+    proc = run(toy, "--impl=no_such_module_xyz")
+    assert proc.returncode == 4
+    assert "no_such_module_xyz" in proc.stderr and "importable" in proc.stderr
+
+
+def test_unknown_flavour_in_declaration_is_a_usage_error(toy):
+    (toy / "toy.py").write_text(IMPL.replace('["mmdet"]', '["mmdet", "yolo"]'))
+    proc = run(toy)
+    assert proc.returncode == 4 and "yolo" in proc.stderr
+
+
+def test_bad_device_is_a_usage_error(toy):
+    proc = run(toy, "--device=tpu")
+    assert proc.returncode == 4 and "--device=tpu" in proc.stderr
+
+
+def test_unknown_clause_is_a_usage_error(toy):
+    (toy / "conformance" / "test_toy.py").write_text(TESTS.replace('"HAR-2"', '"NOPE-99"'))
+    proc = run(toy)
+    assert proc.returncode == 4 and "NOPE-99" in proc.stderr
+
+
+def test_python_m_conformance_runs_the_installed_suite():
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance", "--impl=reference", "--co", "-q",
+         "-k", "golden"],
+        capture_output=True, text=True, timeout=300, cwd="/",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "test_golden.py" in proc.stdout
