@@ -1,3 +1,662 @@
-"""Placeholder: being written."""
+"""Assignment: which ground-truth box (if any) each prior is responsible for.
 
-__all__: list[str] = []
+A prior is an anchor box, a point, or a proposal. Given the priors of one image and
+its ground-truth (gt) boxes, an assigner decides for every prior whether it is
+positive (and for which gt), negative (background) or ignored. Three families live
+here, one per upstream code base (SPEC.md "Assigners", clauses ASG-*):
+
+* ``MaxIoUAssigner`` - mmdetection's IoU-threshold assigner (RetinaNet, RPN, R-CNN).
+  Works on boxes (``assign``) or directly on an IoU matrix (``assign_wrt_overlaps``).
+* ``Matcher`` (detectron2) and ``TorchvisionMatcher`` - the same thresholding idea
+  with the other frameworks' encodings and low-quality rule.
+* ``DynamicSoftLabelAssigner`` - RTMDet's cost-based assigner with a dynamic number
+  of positives per gt.
+
+Conventions (stated once, used everywhere below):
+
+* Boxes are ``xyxy`` float tensors of shape ``(n, 4)``.
+* ``overlaps`` / ``match_quality_matrix`` are ``(num_gts, num_priors)``: row = gt.
+* mmdet encoding, ``AssignResult.gt_inds`` (int64, one per prior): ``k + 1`` when
+  the prior is assigned to gt ``k`` (1-based), ``0`` negative, ``-1`` ignored.
+  ``AssignResult.labels``: the assigned gt's class where ``gt_inds > 0``, else -1.
+* detectron2 encoding: ``matches`` (argmax gt per prior) and ``labels`` in
+  ``{-1 ignore, 0 negative, 1 positive}``.
+* torchvision encoding: one tensor, gt index where positive, ``-1`` below the low
+  threshold, ``-2`` between the thresholds.
+
+Shape letters in comments: ``G`` gts, ``N`` priors, ``C`` classes.
+
+No step loops over gt boxes. Where mmdet's reference code loops (low-quality
+matching, DSL's per-gt top-k) the vectorised form reproduces the loop's outcome
+exactly, ties included; the docstrings say how.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from reference import boxes as _boxes
+
+__all__ = [
+    "AssignResult",
+    "MaxIoUAssigner",
+    "Matcher",
+    "TorchvisionMatcher",
+    "MatchResult",
+    "DynamicSoftLabelAssigner",
+    "DSL_INF",
+]
+
+# mmdet's DynamicSoftLabelAssigner marks unmatched priors' max_overlaps with -INF,
+# where INF is the finite constant 1e8 (not float("inf")).
+DSL_INF = 100000000.0
+# Added to IoUs before the log in DSL's IoU cost (mmdet EPS = 1e-7).
+_DSL_EPS = 1e-7
+
+# Upper bound on the elements of one temporary (rows x column-chunk) block.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+# --------------------------------------------------------------------------- results
+@dataclasses.dataclass(frozen=True)
+class AssignResult:
+    """The outcome of assigning gts to the priors of one image (mmdet encoding).
+
+    num_gts: number of gt boxes that took part.
+    gt_inds: (N,) int64; k + 1 = assigned to gt k, 0 = negative, -1 = ignored.
+    max_overlaps: (N,) float; MaxIoUAssigner: each prior's best IoU over all gts
+        (0 when there are no gts). DynamicSoftLabelAssigner: IoU with the matched
+        gt, ``-DSL_INF`` for unmatched priors.
+    labels: (N,) int64 class of the assigned gt where gt_inds > 0, else -1; None
+        when the caller gave no gt labels.
+    """
+
+    num_gts: int
+    gt_inds: torch.Tensor
+    max_overlaps: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+
+    @property
+    def num_priors(self) -> int:
+        return int(self.gt_inds.numel())
+
+    def with_gts_prepended(self, gt_labels: Optional[torch.Tensor]) -> "AssignResult":
+        """The result after mmdet's "add gt as proposals": every gt becomes a prior
+        in front of the others, assigned to itself with overlap 1.
+
+        gt_labels: (G,) int64 or None (then ``labels`` stays None).
+        """
+        device = self.gt_inds.device
+        self_inds = torch.arange(1, self.num_gts + 1, dtype=torch.int64, device=device)  # (G,)
+        gt_inds = torch.cat([self_inds, self.gt_inds])
+        max_overlaps = torch.cat([self.max_overlaps.new_ones(self.num_gts), self.max_overlaps])
+        labels = self.labels
+        if labels is not None and gt_labels is not None:
+            labels = torch.cat([gt_labels.to(device=device, dtype=torch.int64), labels])
+        return AssignResult(self.num_gts, gt_inds, max_overlaps, labels)
+
+
+class MatchResult(NamedTuple):
+    """detectron2 matching outcome; unpacks as ``matches, labels``.
+
+    matches: (N,) int64 index of the best gt of each prior (0 when there are no gts).
+    labels: (N,) int8 in {-1 ignore, 0 negative, 1 positive}.
+    """
+
+    matches: torch.Tensor
+    labels: torch.Tensor
+
+
+# --------------------------------------------------------------------------- validation
+def _check_tensor(name: str, value, *, ndim: int, last: Optional[int] = None,
+                  floating: bool = True) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if value.dim() != ndim or (last is not None and value.shape[-1] != last):
+        want = f"{ndim}-d" + (f" with last dimension {last}" if last is not None else "")
+        raise ValueError(f"{name}: expected a {want} tensor, got shape {tuple(value.shape)}")
+    if floating and not value.is_floating_point():
+        raise ValueError(f"{name}: expected a floating dtype, got {value.dtype}")
+    if not floating and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+        raise ValueError(f"{name}: expected an integer dtype, got {value.dtype}")
+
+
+def _check_finite(name: str, value: torch.Tensor) -> None:
+    if value.numel() and not torch.isfinite(value).all():
+        raise ValueError(f"{name}: expected finite values, found NaN or inf")
+
+
+def _check_same_device(**tensors: Optional[torch.Tensor]) -> None:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    devices = {v.device for v in present.values()}
+    if len(devices) > 1:
+        seen = ", ".join(f"{k} on {v.device}" for k, v in present.items())
+        raise ValueError(f"expected all inputs on one device, got {seen}")
+
+
+def _check_gt_labels(gt_labels: Optional[torch.Tensor], num_gts: int) -> None:
+    if gt_labels is None:
+        return
+    _check_tensor("gt_labels", gt_labels, ndim=1, floating=False)
+    if gt_labels.shape[0] != num_gts:
+        raise ValueError(
+            f"gt_labels: expected {num_gts} labels (one per gt), got {gt_labels.shape[0]}")
+
+
+def _check_threshold(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- chunking
+def _column_chunks(num_rows: int, num_cols: int):
+    """Slices over columns such that a (num_rows, chunk) temporary stays bounded.
+
+    Just a memory optimisation: the results do not depend on the chunk size.
+    """
+    step = max(1, _CHUNK_ELEMENTS // max(num_rows, 1))
+    for start in range(0, num_cols, step):
+        yield slice(start, min(start + step, num_cols))
+
+
+def _last_row_where(mask_fn, num_rows: int, num_cols: int, device) -> torch.Tensor:
+    """For each column c, the highest row index r with ``mask_fn(cols)[r, c]``, else -1.
+
+    ``mask_fn(cols)`` returns the (num_rows, len(cols)) bool block for a column slice.
+    """
+    rows = torch.arange(num_rows, device=device)[:, None]  # (R, 1)
+    last = torch.full((num_cols,), -1, dtype=torch.int64, device=device)  # (N,)
+    for cols in _column_chunks(num_rows, num_cols):
+        block = mask_fn(cols)  # (R, chunk) bool
+        last[cols] = torch.where(block, rows, -1).amax(dim=0)
+    return last
+
+
+# --------------------------------------------------------------------------- mmdet MaxIoU
+@dataclasses.dataclass(frozen=True)
+class MaxIoUAssigner:
+    """mmdetection's MaxIoUAssigner (SPEC ASG-1 .. ASG-12).
+
+    pos_iou_thr: a prior whose best IoU is >= this is positive (step 3).
+    neg_iou_thr: float t -> negative where 0 <= best IoU < t; tuple (lo, hi) ->
+        negative where lo <= best IoU < hi (step 2).
+    min_pos_iou: low-quality step only considers gts whose best IoU is >= this.
+    match_low_quality: run step 4 (each gt also claims its best prior(s)).
+    gt_max_assign_all: step 4 claims every prior tied at the gt's best IoU
+        (exact ``==``); otherwise only the first argmax prior.
+    ignore_iof_thr: > 0 enables ignore boxes: priors whose IoF with an ignore box
+        exceeds it (strict ``>``) get overlap -1 with every gt, i.e. ignored.
+    ignore_wrt_candidates: IoF over the prior's area (True) or the ignore box's.
+
+    RetinaNet: (0.5, 0.4, min_pos_iou=0). RPN: (0.7, 0.3, min_pos_iou=0.3).
+    Faster R-CNN box head: (0.5, 0.5, min_pos_iou=0.5, match_low_quality=False).
+    """
+
+    pos_iou_thr: float
+    neg_iou_thr: Union[float, tuple[float, float]]
+    min_pos_iou: float = 0.0
+    gt_max_assign_all: bool = True
+    ignore_iof_thr: float = -1.0
+    ignore_wrt_candidates: bool = True
+    match_low_quality: bool = True
+
+    def __post_init__(self) -> None:
+        _check_threshold("pos_iou_thr", self.pos_iou_thr)
+        _check_threshold("min_pos_iou", self.min_pos_iou)
+        _check_threshold("ignore_iof_thr", self.ignore_iof_thr)
+        neg = self.neg_iou_thr
+        if isinstance(neg, (tuple, list)):
+            if len(neg) != 2:
+                raise ValueError(f"neg_iou_thr: expected a float or a (lo, hi) pair, got {neg!r}")
+            lo = _check_threshold("neg_iou_thr[0]", neg[0])
+            hi = _check_threshold("neg_iou_thr[1]", neg[1])
+            object.__setattr__(self, "neg_iou_thr", (lo, hi))
+        else:
+            _check_threshold("neg_iou_thr", neg)
+
+    def _negative_range(self) -> tuple[float, float]:
+        # A float threshold means the range [0, thr): overlaps of -1 (ignored) stay out.
+        if isinstance(self.neg_iou_thr, tuple):
+            return self.neg_iou_thr
+        return (0.0, float(self.neg_iou_thr))
+
+    def assign(self, bboxes: torch.Tensor, gt_bboxes: torch.Tensor,
+               gt_bboxes_ignore: Optional[torch.Tensor] = None,
+               gt_labels: Optional[torch.Tensor] = None) -> AssignResult:
+        """Assign gts to boxes by IoU.
+
+        bboxes: (N, 4) float xyxy priors. gt_bboxes: (G, 4) float xyxy.
+        gt_bboxes_ignore: (I, 4) float xyxy or None; used only if ignore_iof_thr > 0.
+        gt_labels: (G,) int64 or None.
+        """
+        _check_tensor("bboxes", bboxes, ndim=2, last=4)
+        _check_tensor("gt_bboxes", gt_bboxes, ndim=2, last=4)
+        _check_finite("bboxes", bboxes)
+        _check_finite("gt_bboxes", gt_bboxes)
+        if gt_bboxes_ignore is not None:
+            _check_tensor("gt_bboxes_ignore", gt_bboxes_ignore, ndim=2, last=4)
+            _check_finite("gt_bboxes_ignore", gt_bboxes_ignore)
+        _check_gt_labels(gt_labels, gt_bboxes.shape[0])
+        _check_same_device(bboxes=bboxes, gt_bboxes=gt_bboxes,
+                           gt_bboxes_ignore=gt_bboxes_ignore, gt_labels=gt_labels)
+
+        overlaps = _boxes.box_iou(gt_bboxes, bboxes)  # (G, N)
+        use_ignore = (self.ignore_iof_thr > 0 and gt_bboxes_ignore is not None
+                      and gt_bboxes_ignore.numel() > 0 and bboxes.numel() > 0)
+        if use_ignore:
+            if self.ignore_wrt_candidates:
+                iof = _boxes.box_iou(bboxes, gt_bboxes_ignore, mode="iof")  # (N, I)
+                ignore_max = iof.amax(dim=1)  # (N,)
+            else:
+                iof = _boxes.box_iou(gt_bboxes_ignore, bboxes, mode="iof")  # (I, N)
+                ignore_max = iof.amax(dim=0)  # (N,)
+            overlaps[:, ignore_max > self.ignore_iof_thr] = -1
+        return self._assign(overlaps, gt_labels)
+
+    def assign_wrt_overlaps(self, overlaps: torch.Tensor,
+                            gt_labels: Optional[torch.Tensor] = None) -> AssignResult:
+        """Assign from a precomputed (G, N) overlap matrix (row = gt, column = prior).
+
+        Values are IoUs in [0, 1], or -1 for priors already marked ignored.
+        gt_labels: (G,) int64 or None.
+        """
+        _check_tensor("overlaps", overlaps, ndim=2)
+        if overlaps.numel() and torch.isnan(overlaps).any():
+            raise ValueError("overlaps: expected no NaN values, found NaN")
+        _check_gt_labels(gt_labels, overlaps.shape[0])
+        _check_same_device(overlaps=overlaps, gt_labels=gt_labels)
+        return self._assign(overlaps, gt_labels)
+
+    def _assign(self, overlaps: torch.Tensor, gt_labels: Optional[torch.Tensor]) -> AssignResult:
+        num_gts, num_priors = overlaps.shape
+        device = overlaps.device
+
+        # 1. everything starts ignored (-1)
+        gt_inds = torch.full((num_priors,), -1, dtype=torch.int64, device=device)  # (N,)
+
+        if num_gts == 0 or num_priors == 0:
+            # No gts: every prior is negative. No priors: empty result.
+            if num_gts == 0:
+                gt_inds.fill_(0)
+            max_overlaps = overlaps.new_zeros((num_priors,))
+            labels = None if gt_labels is None else torch.full_like(gt_inds, -1)
+            return AssignResult(num_gts, gt_inds, max_overlaps, labels)
+
+        max_overlaps, argmax_overlaps = overlaps.max(dim=0)  # (N,), (N,) best gt per prior
+        gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=1)  # (G,), (G,) best prior per gt
+
+        # 2. negatives: best IoU inside [lo, hi)
+        lo, hi = self._negative_range()
+        gt_inds[(max_overlaps >= lo) & (max_overlaps < hi)] = 0
+
+        # 3. positives: best IoU >= pos_iou_thr, assigned to the argmax gt
+        pos = max_overlaps >= self.pos_iou_thr
+        gt_inds[pos] = argmax_overlaps[pos] + 1
+
+        # 4. low-quality matches overwrite step 3. mmdet loops over gts in order, so
+        #    for a prior claimed by several gts the LAST (highest-index) gt wins.
+        if self.match_low_quality:
+            eligible = gt_max_overlaps >= self.min_pos_iou  # (G,)
+            if self.gt_max_assign_all:
+                def claimed(cols: slice) -> torch.Tensor:
+                    tied = overlaps[:, cols] == gt_max_overlaps[:, None]  # (G, chunk)
+                    return tied & eligible[:, None]
+
+                owner = _last_row_where(claimed, num_gts, num_priors, device)  # (N,)
+            else:
+                # Each eligible gt claims only its first argmax prior.
+                owner = torch.full((num_priors,), -1, dtype=torch.int64, device=device)
+                gt_index = torch.arange(num_gts, device=device)
+                owner.scatter_reduce_(0, gt_argmax_overlaps[eligible], gt_index[eligible],
+                                      reduce="amax")
+            claimed_by_some_gt = owner >= 0
+            gt_inds[claimed_by_some_gt] = owner[claimed_by_some_gt] + 1
+
+        labels = None
+        if gt_labels is not None:
+            labels = _labels_of(gt_inds, gt_labels)
+        return AssignResult(num_gts, gt_inds, max_overlaps, labels)
+
+
+def _labels_of(gt_inds: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
+    """(N,) int64: the assigned gt's label where gt_inds > 0, else -1."""
+    labels = torch.full_like(gt_inds, -1)  # (N,)
+    pos = gt_inds > 0
+    labels[pos] = gt_labels.to(torch.int64)[gt_inds[pos] - 1]
+    return labels
+
+
+# --------------------------------------------------------------------------- detectron2 / torchvision
+def _label_by_thresholds(values: torch.Tensor, thresholds: Sequence[float],
+                         labels: Sequence[int]) -> torch.Tensor:
+    """(N,) int8: labels[j] where thresholds[j] <= value < thresholds[j + 1].
+
+    ``thresholds`` already carries -inf and +inf at its ends.
+    """
+    out = torch.ones(values.shape, dtype=torch.int8, device=values.device)  # (N,)
+    for label, low, high in zip(labels, thresholds[:-1], thresholds[1:]):
+        out[(values >= low) & (values < high)] = label
+    return out
+
+
+def _best_prior_columns(quality: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: priors at some gt's maximum quality, ties included (exact ``==``)."""
+    num_gts, num_priors = quality.shape
+    best = quality.amax(dim=1)  # (G,)
+    hit = torch.zeros(num_priors, dtype=torch.bool, device=quality.device)  # (N,)
+    for cols in _column_chunks(num_gts, num_priors):
+        hit[cols] = (quality[:, cols] == best[:, None]).any(dim=0)
+    return hit
+
+
+def _check_quality(quality) -> None:
+    _check_tensor("match_quality_matrix", quality, ndim=2)
+    if quality.numel() and torch.isnan(quality).any():
+        raise ValueError("match_quality_matrix: expected no NaN values, found NaN")
+
+
+class Matcher:
+    """detectron2's Matcher (SPEC ASG-20 .. ASG-25).
+
+    thresholds: ascending floats, the first > 0, e.g. [0.3, 0.7] for RPN.
+    labels: one more than thresholds, each in {-1, 0, 1}; prior with best quality q
+        gets labels[j] where thresholds[j-1] <= q < thresholds[j] (with -inf/+inf
+        appended), e.g. [0, -1, 1]: q < 0.3 negative, [0.3, 0.7) ignored, >= 0.7 positive.
+    allow_low_quality_matches: every prior at some gt's maximum (ties included, even
+        when that maximum is 0) becomes positive; ``matches`` stays the argmax gt.
+
+    ``matcher(match_quality_matrix)`` with a (G, N) float matrix of values >= 0 returns
+    ``MatchResult(matches (N,) int64, labels (N,) int8)``. With no gts (G = 0) every
+    prior gets matches 0 and labels[0].
+    """
+
+    def __init__(self, thresholds: Sequence[float], labels: Sequence[int],
+                 allow_low_quality_matches: bool = False) -> None:
+        thresholds = [_check_threshold(f"thresholds[{i}]", t) for i, t in enumerate(thresholds)]
+        if not thresholds or thresholds[0] <= 0:
+            raise ValueError(f"thresholds: expected a non-empty list starting above 0, got {thresholds}")
+        if any(a > b for a, b in zip(thresholds[:-1], thresholds[1:])):
+            raise ValueError(f"thresholds: expected ascending values, got {thresholds}")
+        labels = list(labels)
+        if any(label not in (-1, 0, 1) for label in labels):
+            raise ValueError(f"labels: expected values in {{-1, 0, 1}}, got {labels}")
+        if len(labels) != len(thresholds) + 1:
+            raise ValueError(
+                f"labels: expected {len(thresholds) + 1} labels for {len(thresholds)} "
+                f"thresholds, got {len(labels)}")
+        self.thresholds = [-math.inf] + thresholds + [math.inf]
+        self.labels = labels
+        self.allow_low_quality_matches = bool(allow_low_quality_matches)
+
+    def __call__(self, match_quality_matrix: torch.Tensor) -> MatchResult:
+        quality = match_quality_matrix
+        _check_quality(quality)
+        num_gts, num_priors = quality.shape
+        if num_gts == 0 or num_priors == 0:
+            # No gts: IoU counts as 0, so every prior takes the lowest band's label.
+            matches = torch.zeros(num_priors, dtype=torch.int64, device=quality.device)
+            labels = torch.full((num_priors,), self.labels[0], dtype=torch.int8,
+                                device=quality.device)
+            return MatchResult(matches, labels)
+        if (quality < 0).any():
+            raise ValueError("match_quality_matrix: expected values >= 0, found negatives")
+
+        matched_vals, matches = quality.max(dim=0)  # (N,), (N,)
+        labels = _label_by_thresholds(matched_vals, self.thresholds, self.labels)  # (N,)
+        if self.allow_low_quality_matches:
+            labels[_best_prior_columns(quality)] = 1
+        return MatchResult(matches, labels)
+
+
+class TorchvisionMatcher:
+    """torchvision's Matcher (SPEC ASG-26 .. ASG-28), flavour ``torchvision``.
+
+    ``matcher(match_quality_matrix)`` with a (G, N) float matrix returns (N,) int64:
+    the argmax gt where best quality >= high_threshold, ``BELOW_LOW_THRESHOLD`` (-1)
+    where < low_threshold, ``BETWEEN_THRESHOLDS`` (-2) in between. With
+    allow_low_quality_matches, priors at some gt's maximum (ties included) get their
+    argmax gt back. An empty matrix raises ValueError (torchvision callers handle
+    images without gts themselves).
+    """
+
+    BELOW_LOW_THRESHOLD = -1
+    BETWEEN_THRESHOLDS = -2
+
+    def __init__(self, high_threshold: float, low_threshold: float,
+                 allow_low_quality_matches: bool = False) -> None:
+        high = _check_threshold("high_threshold", high_threshold)
+        low = _check_threshold("low_threshold", low_threshold)
+        if low > high:
+            raise ValueError(f"low_threshold: expected <= high_threshold {high}, got {low}")
+        self.high_threshold = high
+        self.low_threshold = low
+        self.allow_low_quality_matches = bool(allow_low_quality_matches)
+
+    def __call__(self, match_quality_matrix: torch.Tensor) -> torch.Tensor:
+        quality = match_quality_matrix
+        _check_quality(quality)
+        if quality.shape[0] == 0:
+            raise ValueError("match_quality_matrix: no ground-truth boxes (0 rows); "
+                             "torchvision's matcher needs at least one gt")
+        if quality.shape[1] == 0:
+            raise ValueError("match_quality_matrix: no proposal boxes (0 columns)")
+        matched_vals, argmax = quality.max(dim=0)  # (N,), (N,)
+        # Same bands as detectron2 with thresholds [low, high], labels [-1, -2, keep].
+        band = _label_by_thresholds(matched_vals, [-math.inf, self.low_threshold,
+                                                   self.high_threshold, math.inf], [0, -1, 1])
+        if self.allow_low_quality_matches:
+            band[_best_prior_columns(quality)] = 1
+        matches = argmax.clone()
+        matches[band == 0] = self.BELOW_LOW_THRESHOLD
+        matches[band == -1] = self.BETWEEN_THRESHOLDS
+        return matches
+
+
+# --------------------------------------------------------------------------- RTMDet DSL
+@dataclasses.dataclass(frozen=True)
+class DynamicSoftLabelAssigner:
+    """RTMDet's DynamicSoftLabelAssigner (SPEC ASG-30 .. ASG-40).
+
+    soft_center_radius: r in the centre cost 10 ** (distance / stride - r).
+    topk: how many best IoUs per gt are summed to get its dynamic k.
+    iou_weight: weight of the IoU cost -log(IoU + 1e-7).
+
+    Steps (upstream order):
+      1. candidates: priors whose point is STRICTLY inside at least one gt;
+      2. cost(p, g) = soft classification cost + iou_weight * -log(IoU + eps)
+         + 10 ** (|point - gt centre| / stride - radius), for candidates only;
+      3. k_g = max(1, int(sum of the min(topk, #candidates) largest IoUs of gt g));
+      4. gt g selects its k_g cheapest candidates;
+      5. a candidate selected by several gts goes to the gt of lowest cost over ALL
+         gts (first on ties);
+      6. max_overlaps = IoU with the matched gt; -DSL_INF for every other prior.
+    """
+
+    soft_center_radius: float = 3.0
+    topk: int = 13
+    iou_weight: float = 3.0
+
+    def __post_init__(self) -> None:
+        _check_threshold("soft_center_radius", self.soft_center_radius)
+        _check_threshold("iou_weight", self.iou_weight)
+        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
+            raise ValueError(f"topk: expected a positive int, got {self.topk!r}")
+
+    # ---- public API
+    def assign(self, pred_scores: torch.Tensor, decoded_bboxes: torch.Tensor,
+               priors: torch.Tensor, gt_bboxes: torch.Tensor,
+               gt_labels: torch.Tensor) -> AssignResult:
+        """Assign gts to priors of one image.
+
+        pred_scores: (N, C) float classification LOGITS (not probabilities).
+        decoded_bboxes: (N, 4) float xyxy predicted boxes.
+        priors: (N, 4) float points with strides, (x, y, stride_w, stride_h); only
+            stride_w is used, as upstream.
+        gt_bboxes: (G, 4) float xyxy. gt_labels: (G,) int64 in [0, C).
+        """
+        self._validate(pred_scores, decoded_bboxes, priors, gt_bboxes, gt_labels)
+        num_gts, num_priors = gt_bboxes.shape[0], priors.shape[0]
+        device = priors.device
+        gt_inds = torch.zeros(num_priors, dtype=torch.int64, device=device)  # (N,)
+        labels = torch.full((num_priors,), -1, dtype=torch.int64, device=device)  # (N,)
+
+        is_candidate = self._centre_inside_any_gt(priors, gt_bboxes)  # (N,)
+        if num_gts == 0 or num_priors == 0 or not is_candidate.any():
+            max_overlaps = decoded_bboxes.new_zeros((num_priors,))
+            return AssignResult(num_gts, gt_inds, max_overlaps, labels)
+
+        cand = is_candidate.nonzero().squeeze(1)  # (V,) candidate prior indices
+        cost, ious = self._cost_and_ious(pred_scores[cand], decoded_bboxes[cand], priors[cand],
+                                         gt_bboxes, gt_labels)  # (V, G), (V, G)
+        matched_gt, matched_iou = self.dynamic_k_matching(cost, ious)  # (V,), (V,)
+
+        max_overlaps = decoded_bboxes.new_full((num_priors,), -DSL_INF)  # (N,)
+        won = matched_gt >= 0
+        winners = cand[won]
+        gt_inds[winners] = matched_gt[won] + 1
+        labels[winners] = gt_labels.to(torch.int64)[matched_gt[won]]
+        max_overlaps[winners] = matched_iou[won]
+        return AssignResult(num_gts, gt_inds, max_overlaps, labels)
+
+    def cost_matrix(self, pred_scores: torch.Tensor, decoded_bboxes: torch.Tensor,
+                    priors: torch.Tensor, gt_bboxes: torch.Tensor,
+                    gt_labels: torch.Tensor) -> torch.Tensor:
+        """(N, G) matching cost of every given prior against every gt (step 2).
+
+        Same arguments as ``assign``; computed for all given priors, inside a gt or not.
+        """
+        self._validate(pred_scores, decoded_bboxes, priors, gt_bboxes, gt_labels)
+        cost, _ = self._cost_and_ious(pred_scores, decoded_bboxes, priors, gt_bboxes, gt_labels)
+        return cost
+
+    def dynamic_k_matching(self, cost: torch.Tensor, pairwise_ious: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps 3-5 on candidate priors.
+
+        cost, pairwise_ious: (V, G) float, row = candidate prior, column = gt.
+        Returns matched_gt (V,) int64 (-1 = unmatched) and matched_iou (V,) float
+        (IoU with the matched gt, 0 where unmatched).
+
+        A gt's k cheapest priors are taken in ascending cost; equal costs are taken
+        in ascending prior index (upstream's per-gt topk leaves that order open).
+        """
+        _check_tensor("cost", cost, ndim=2)
+        _check_tensor("pairwise_ious", pairwise_ious, ndim=2)
+        if cost.shape != pairwise_ious.shape:
+            raise ValueError(f"pairwise_ious: expected shape {tuple(cost.shape)} like cost, "
+                             f"got {tuple(pairwise_ious.shape)}")
+        num_cand, num_gts = cost.shape
+        device = cost.device
+        matched_gt = torch.full((num_cand,), -1, dtype=torch.int64, device=device)  # (V,)
+        if num_cand == 0 or num_gts == 0:
+            return matched_gt, pairwise_ious.new_zeros((num_cand,))
+
+        # 3. dynamic k per gt from the sum of its best IoUs (int() truncates)
+        candidate_topk = min(self.topk, num_cand)
+        topk_ious = pairwise_ious.topk(candidate_topk, dim=0).values  # (topk, G)
+        dynamic_ks = topk_ious.sum(dim=0).int().clamp(min=1)  # (G,)
+
+        # 4. every gt selects its k cheapest priors (stable: ties by prior index)
+        k_max = int(dynamic_ks.max())
+        cheapest = cost.argsort(dim=0, stable=True)[:k_max]  # (k_max, G) prior indices
+        rank = torch.arange(k_max, device=device)[:, None]  # (k_max, 1)
+        keep = rank < dynamic_ks[None, :]  # (k_max, G)
+        gt_cols = torch.arange(num_gts, device=device).expand(k_max, num_gts)  # (k_max, G)
+        selected = torch.zeros((num_cand, num_gts), dtype=torch.bool, device=device)  # (V, G)
+        selected[cheapest[keep], gt_cols[keep]] = True
+
+        # 5. a prior selected by several gts keeps the gt of lowest cost over all gts
+        num_selected = selected.sum(dim=1)  # (V,)
+        single = num_selected == 1
+        multi = num_selected > 1
+        matched_gt[single] = selected[single].int().argmax(dim=1)
+        matched_gt[multi] = cost[multi].argmin(dim=1)
+
+        matched = matched_gt >= 0
+        matched_iou = pairwise_ious.new_zeros((num_cand,))  # (V,)
+        matched_iou[matched] = pairwise_ious[matched, matched_gt[matched]]
+        return matched_gt, matched_iou
+
+    # ---- internals
+    def _validate(self, pred_scores, decoded_bboxes, priors, gt_bboxes, gt_labels) -> None:
+        _check_tensor("pred_scores", pred_scores, ndim=2)
+        _check_tensor("decoded_bboxes", decoded_bboxes, ndim=2, last=4)
+        _check_tensor("priors", priors, ndim=2, last=4)
+        _check_tensor("gt_bboxes", gt_bboxes, ndim=2, last=4)
+        _check_tensor("gt_labels", gt_labels, ndim=1, floating=False)
+        n = priors.shape[0]
+        for name, t in (("pred_scores", pred_scores), ("decoded_bboxes", decoded_bboxes)):
+            if t.shape[0] != n:
+                raise ValueError(f"{name}: expected {n} rows (one per prior), got {t.shape[0]}")
+        if gt_labels.shape[0] != gt_bboxes.shape[0]:
+            raise ValueError(f"gt_labels: expected {gt_bboxes.shape[0]} labels (one per gt), "
+                             f"got {gt_labels.shape[0]}")
+        num_classes = pred_scores.shape[1]
+        if gt_labels.numel() and (gt_labels.min() < 0 or gt_labels.max() >= num_classes):
+            raise ValueError(f"gt_labels: expected values in [0, {num_classes}), got "
+                             f"[{int(gt_labels.min())}, {int(gt_labels.max())}]")
+        for name, t in (("decoded_bboxes", decoded_bboxes), ("priors", priors),
+                        ("gt_bboxes", gt_bboxes)):
+            _check_finite(name, t)
+        if priors.numel() and (priors[:, 2] <= 0).any():
+            raise ValueError("priors: expected positive strides in column 2")
+        _check_same_device(pred_scores=pred_scores, decoded_bboxes=decoded_bboxes,
+                           priors=priors, gt_bboxes=gt_bboxes, gt_labels=gt_labels)
+
+    @staticmethod
+    def _centre_inside_any_gt(priors: torch.Tensor, gt_bboxes: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: the prior point lies strictly inside at least one gt."""
+        num_gts, num_priors = gt_bboxes.shape[0], priors.shape[0]
+        inside = torch.zeros(num_priors, dtype=torch.bool, device=priors.device)  # (N,)
+        x, y = priors[:, 0], priors[:, 1]
+        for rows in _column_chunks(num_gts, num_priors):
+            px, py = x[rows, None], y[rows, None]  # (chunk, 1)
+            strictly = ((px > gt_bboxes[:, 0]) & (py > gt_bboxes[:, 1])
+                        & (px < gt_bboxes[:, 2]) & (py < gt_bboxes[:, 3]))  # (chunk, G)
+            inside[rows] = strictly.any(dim=1)
+        return inside
+
+    def _cost_and_ious(self, pred_scores, decoded_bboxes, priors, gt_bboxes, gt_labels):
+        """(V, G) cost and (V, G) IoU for the given priors (step 2)."""
+        ious = _boxes.box_iou(decoded_bboxes, gt_bboxes)  # (V, G)
+
+        # Centre cost: distance in strides between prior point and gt centre.
+        gt_centre = (gt_bboxes[:, :2] + gt_bboxes[:, 2:]) / 2.0  # (G, 2)
+        distance = (priors[:, None, :2] - gt_centre[None]).pow(2).sum(-1).sqrt()  # (V, G)
+        distance = distance / priors[:, 2:3]
+        centre_cost = torch.pow(10.0, distance - self.soft_center_radius)  # (V, G)
+
+        iou_cost = -torch.log(ious + _DSL_EPS) * self.iou_weight  # (V, G)
+        cls_cost = _soft_label_class_cost(pred_scores, gt_labels, ious)  # (V, G)
+        return cls_cost + iou_cost + centre_cost, ious
+
+
+def _soft_label_class_cost(logits: torch.Tensor, gt_labels: torch.Tensor,
+                           ious: torch.Tensor) -> torch.Tensor:
+    """(V, G) DSL classification cost without the (V, G, C) tensor upstream builds.
+
+    Upstream: sum over classes c of BCE(x_c, t_c) * |t_c - sigmoid(x_c)|^2 with the
+    soft target t_c = IoU for the gt's class and 0 for every other class. Split the
+    sum: the classes other than c_g contribute the "negative" term
+    neg(x) = BCE(x, 0) * sigmoid(x)^2 = softplus(x) * sigmoid(x)^2, so
+
+        cost(p, g) = S(p) - neg(x[p, c_g]) + BCE(x[p, c_g], iou) * |iou - sigmoid(x[p, c_g])|^2
+
+    with S(p) = sum_c neg(x[p, c]) computed once per prior.
+    """
+    negative_term = F.softplus(logits) * torch.sigmoid(logits).pow(2)  # (V, C)
+    all_negative = negative_term.sum(dim=1, keepdim=True)  # (V, 1)
+
+    labels = gt_labels.to(torch.int64)
+    x = logits[:, labels]  # (V, G) logit of each gt's own class
+    positive = (F.binary_cross_entropy_with_logits(x, ious, reduction="none")
+                * (ious - torch.sigmoid(x)).abs().pow(2))  # (V, G)
+    return all_negative - negative_term[:, labels] + positive

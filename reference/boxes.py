@@ -1,3 +1,270 @@
-"""Placeholder: being written."""
+"""Boxes: areas and overlaps (IoU, IoF, GIoU) of axis-aligned boxes.
 
-__all__: list[str] = []
+Every box here is ``(x1, y1, x2, y2)`` ("xyxy") in absolute pixels, with
+``x1 <= x2`` and ``y1 <= y2`` for a proper box. Boxes are never repaired: an
+inverted box (``x2 < x1``) has a negative area and overlaps nothing.
+
+Overlap of box a with box b, as mmdetection's ``bbox_overlaps`` defines it
+(SPEC.md clauses IOU-*):
+
+1. intersection = max(0, min(a.x2, b.x2) - max(a.x1, b.x1))
+                * max(0, min(a.y2, b.y2) - max(a.y1, b.y1))
+2. union        = area(a) + area(b) - intersection     (mode "iou" and "giou")
+   or area(a)                                           (mode "iof": over foreground)
+3. ratio        = intersection / max(union, eps)
+4. mode "giou" only: enclose = area of the smallest box holding a and b,
+   clamped to >= eps; giou = ratio - (enclose - union) / enclose.
+
+The three code bases agree on steps 1 and 2 and differ only in step 3 when the
+union is (near) zero, e.g. for two zero-area boxes. That difference is data, one
+``IouFlavour`` preset each: mmdet clamps the union to ``eps`` (so 0/0 -> 0),
+detectron2's ``pairwise_iou`` returns 0 wherever the intersection is 0, and
+torchvision's ``box_iou`` divides as is (0/0 -> NaN).
+
+Memory: the naive pairwise computation materialises about nine (M, N) float
+tensors (mmdet's note: 512 gts x 400000 anchors need 8 GB in fp32). Here the
+(M, N) output is allocated once and filled a slice of the larger side at a time
+(``_fill_pairwise_in_chunks``), so the peak is the output plus a few MiB.
+
+Protocol names: ``box_area``, ``box_iou`` (mmdet), ``pairwise_iou`` (detectron2),
+``box_iou_torchvision`` (torchvision).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import torch
+
+__all__ = ["box_area", "box_iou", "pairwise_iou", "box_iou_torchvision"]
+
+MODES = ("iou", "iof", "giou")
+
+
+# --------------------------------------------------------------------------- flavours
+@dataclasses.dataclass(frozen=True)
+class IouFlavour:
+    """How a code base turns (intersection, union) into a ratio when the union may be 0.
+
+    clamp_union_to_eps: divide by ``max(union, eps)`` (mmdet), so a zero union gives 0.
+    zero_without_intersection: the ratio is 0 wherever the intersection is 0
+        (detectron2's ``torch.where(inter > 0, inter / union, 0)``).
+    With neither, 0 / 0 is NaN (torchvision).
+    """
+
+    name: str
+    clamp_union_to_eps: bool
+    zero_without_intersection: bool
+
+
+MMDET_IOU = IouFlavour("mmdet", clamp_union_to_eps=True, zero_without_intersection=False)
+DETECTRON2_IOU = IouFlavour("detectron2", clamp_union_to_eps=False, zero_without_intersection=True)
+TORCHVISION_IOU = IouFlavour("torchvision", clamp_union_to_eps=False, zero_without_intersection=False)
+
+
+# --------------------------------------------------------------------------- public API
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Area ``(x2 - x1) * (y2 - y1)`` of each box, not clamped.
+
+    boxes: (..., 4) floating xyxy boxes.
+    Returns: (...) of the same dtype; negative for an inverted box, as in all three
+    code bases. Non-finite coordinates propagate (no finiteness check here).
+    """
+    _check_boxes("boxes", boxes, min_ndim=1, check_finite=False)
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def box_iou(
+    boxes1: torch.Tensor,
+    boxes2: torch.Tensor,
+    mode: str = "iou",
+    is_aligned: bool = False,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Overlaps between two sets of boxes, with mmdetection ``bbox_overlaps`` semantics.
+
+    boxes1: (..., M, 4) floating xyxy boxes, all coordinates finite.
+    boxes2: (..., N, 4) same dtype, device and leading (batch) dims as boxes1.
+    mode: "iou" (intersection over union), "iof" (intersection over the area of
+        the boxes1 box) or "giou" (generalized IoU, in [-1, 1]).
+    is_aligned: False -> every pair, result (..., M, N);
+        True -> row i of boxes1 with row i of boxes2, result (..., M); needs M == N.
+    eps: > 0; the union (and for giou the enclosing area) is clamped to >= eps, so
+        zero-area boxes give 0, never NaN.
+
+    Returns a tensor of boxes1's dtype. float16/bfloat16 inputs are computed in
+    float32 and rounded once at the end (box areas above 65504 px^2 would overflow
+    in float16). Empty inputs give an empty (..., M, N) or (..., M) result.
+    Raises TypeError/ValueError naming the argument for bad inputs (SPEC.md IOU-V*).
+    """
+    _check_mode(mode)
+    if not isinstance(is_aligned, bool):
+        raise TypeError(f"is_aligned must be a bool, got {type(is_aligned).__name__}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < math.inf):
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    _check_pair(boxes1, boxes2, min_ndim=2)
+    if is_aligned and boxes1.shape[-2] != boxes2.shape[-2]:
+        raise ValueError(
+            f"is_aligned=True needs as many boxes1 as boxes2, got M={boxes1.shape[-2]} "
+            f"and N={boxes2.shape[-2]}"
+        )
+
+    def ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return _overlap_of_broadcast_boxes(a, b, mode, eps, MMDET_IOU)
+
+    if is_aligned:
+        return _aligned(boxes1, boxes2, ratio)
+    return _pairwise(boxes1, boxes2, ratio)
+
+
+def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair, detectron2 flavour: exactly 0 wherever the boxes do not intersect.
+
+    boxes1: (M, 4), boxes2: (N, 4) floating xyxy boxes, finite, same dtype and device.
+    Returns (M, N) of boxes1's dtype. Unlike ``box_iou`` there is no eps: a positive
+    intersection is divided by the exact union, so two identical tiny boxes give 1.
+    """
+    _check_pair(boxes1, boxes2, min_ndim=2, max_ndim=2)
+    return _pairwise(boxes1, boxes2, _iou_rule(DETECTRON2_IOU))
+
+
+def box_iou_torchvision(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair, torchvision flavour: intersection / union, NaN where the union is 0.
+
+    boxes1: (M, 4), boxes2: (N, 4) floating xyxy boxes, finite, same dtype and device.
+    Returns (M, N) of boxes1's dtype (what ``torchvision.ops.box_iou`` returns).
+    """
+    _check_pair(boxes1, boxes2, min_ndim=2, max_ndim=2)
+    return _pairwise(boxes1, boxes2, _iou_rule(TORCHVISION_IOU))
+
+
+# --------------------------------------------------------------------------- the formula
+def _overlap_of_broadcast_boxes(
+    a: torch.Tensor, b: torch.Tensor, mode: str, eps: float, flavour: IouFlavour
+) -> torch.Tensor:
+    """Steps 1-4 of the module docstring for boxes a (..., 4) and b (..., 4).
+
+    a and b broadcast against each other: (m, 1, 4) with (1, n, 4) gives the (m, n)
+    pairwise block, (n, 4) with (n, 4) the aligned pairs. Out-of-place throughout so
+    gradients flow (GIoU loss differentiates through this).
+    """
+    area_a = box_area(a)  # (..., m, 1) or (..., n)
+    area_b = box_area(b)  # (..., 1, n) or (..., n)
+    # 1. intersection rectangle; a negative extent means "no overlap", hence 0.
+    inter_w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
+    inter_h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
+    inter = inter_w * inter_h  # (..., m, n) or (..., n)
+    # 2. the denominator
+    if mode == "iof":
+        union = area_a.expand_as(inter)
+    else:
+        union = area_a + area_b - inter
+    # 3. the flavour's division
+    if flavour.clamp_union_to_eps:
+        union = union.clamp(min=eps)
+    ratio = inter / union
+    if flavour.zero_without_intersection:
+        ratio = torch.where(inter > 0, ratio, torch.zeros_like(ratio))
+    if mode != "giou":
+        return ratio
+    # 4. GIoU: penalise the part of the enclosing box that neither box covers.
+    enclose_w = (torch.maximum(a[..., 2], b[..., 2]) - torch.minimum(a[..., 0], b[..., 0])).clamp(min=0)
+    enclose_h = (torch.maximum(a[..., 3], b[..., 3]) - torch.minimum(a[..., 1], b[..., 1])).clamp(min=0)
+    enclose = (enclose_w * enclose_h).clamp(min=eps)
+    return ratio - (enclose - union) / enclose
+
+
+def _iou_rule(flavour: IouFlavour) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return _overlap_of_broadcast_boxes(a, b, "iou", 0.0, flavour)
+
+    return ratio
+
+
+# --------------------------------------------------------------------------- shapes & memory
+# Each slice's temporaries hold about this many elements: 1 MiB of float32 each,
+# small enough to stay in cache, large enough for torch's intra-op threads
+# (which split work above 32768 elements).
+_CHUNK_ELEMENTS = 1 << 18
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half precision is computed in float32: a 400 x 400 box's area overflows float16."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _aligned(boxes1, boxes2, ratio) -> torch.Tensor:
+    """(..., N) overlaps of row i with row i; O(N) memory, no chunking needed."""
+    work = _compute_dtype(boxes1.dtype)
+    return ratio(boxes1.to(work), boxes2.to(work)).to(boxes1.dtype)  # (..., N)
+
+
+def _pairwise(boxes1, boxes2, ratio) -> torch.Tensor:
+    """(..., M, N) overlaps of every pair, filled into one preallocated output."""
+    out = boxes1.new_empty(boxes1.shape[:-1] + boxes2.shape[-2:-1])  # (..., M, N)
+    if out.numel() == 0:
+        return out
+    work = _compute_dtype(boxes1.dtype)
+    _fill_pairwise_in_chunks(out, boxes1.to(work), boxes2.to(work), ratio)
+    return out
+
+
+def _fill_pairwise_in_chunks(out, boxes1, boxes2, ratio) -> None:
+    """Fill out (..., M, N) with ratio(rows (..., m, 1, 4), cols (..., 1, n, 4)).
+
+    Slices the larger of M and N so that each call's temporaries stay near
+    _CHUNK_ELEMENTS; peak memory is the output plus a few such temporaries.
+    Just an optimisation: a single call over all rows and columns gives the same values.
+    """
+    num_rows, num_cols = out.shape[-2], out.shape[-1]
+    batch = out.numel() // (num_rows * num_cols)
+    side = -1 if num_cols >= num_rows else -2  # the dim of `out` that is sliced
+    other = num_rows if side == -1 else num_cols
+    step = max(1, _CHUNK_ELEMENTS // (batch * other))
+    length = out.shape[side]
+    for start in range(0, length, step):
+        n = min(step, length - start)
+        rows = boxes1 if side == -1 else boxes1.narrow(-2, start, n)  # (..., m, 4)
+        cols = boxes2.narrow(-2, start, n) if side == -1 else boxes2  # (..., n, 4)
+        block = ratio(rows[..., :, None, :], cols[..., None, :, :])  # (..., m, n)
+        out.narrow(side, start, n).copy_(block)
+
+
+# --------------------------------------------------------------------------- validation
+def _check_mode(mode) -> None:
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+
+
+def _check_boxes(name: str, boxes, min_ndim: int, max_ndim: int | None = None,
+                 check_finite: bool = True) -> None:
+    if not isinstance(boxes, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(boxes).__name__}")
+    if not boxes.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype, got {boxes.dtype}")
+    shape_text = "(..., 4)" if min_ndim == 1 else ("(N, 4)" if max_ndim == 2 else "(..., N, 4)")
+    if boxes.dim() < min_ndim or (max_ndim is not None and boxes.dim() > max_ndim) \
+            or boxes.shape[-1] != 4:
+        raise ValueError(f"{name} must have shape {shape_text}, got {tuple(boxes.shape)}")
+    if check_finite and boxes.numel() and not bool(torch.isfinite(boxes).all()):
+        raise ValueError(f"{name} must hold finite coordinates, got NaN or inf")
+
+
+def _check_pair(boxes1, boxes2, min_ndim: int, max_ndim: int | None = None) -> None:
+    _check_boxes("boxes1", boxes1, min_ndim, max_ndim)
+    _check_boxes("boxes2", boxes2, min_ndim, max_ndim)
+    if boxes1.dtype != boxes2.dtype:
+        raise ValueError(
+            f"boxes1 and boxes2 must have the same dtype, got {boxes1.dtype} and {boxes2.dtype}"
+        )
+    if boxes1.device != boxes2.device:
+        raise ValueError(
+            f"boxes1 and boxes2 must be on the same device, got {boxes1.device} and {boxes2.device}"
+        )
+    if boxes1.shape[:-2] != boxes2.shape[:-2]:
+        raise ValueError(
+            "boxes1 and boxes2 must have the same leading (batch) dims, got "
+            f"{tuple(boxes1.shape[:-2])} and {tuple(boxes2.shape[:-2])}"
+        )

@@ -37,6 +37,7 @@ from reference import boxes as _boxes
 __all__ = [
     "Detections",
     "batched_nms",
+    "fast_rcnn_inference",
     "multiclass_nms",
     "nms",
     "nms_reference",
@@ -298,3 +299,58 @@ def multiclass_nms(
     per_class = bboxes.reshape(bboxes.shape[0], -1, 4).expand(-1, num_classes, 4)  # (N, C, 4)
     return _select_and_nms(per_class, fg_scores, float(score_threshold), float(iou_threshold),
                            int(max_num))
+
+
+def fast_rcnn_inference(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    image_size: tuple[int, int],
+    score_threshold: float = 0.05,
+    nms_threshold: float = 0.5,
+    topk_per_image: int = 100,
+) -> Detections:
+    """detectron2 ``fast_rcnn_inference_single_image``: second-stage detections.
+
+    Args:
+        boxes: (R, 4 * K) per-class (or (R, 4) class-agnostic) decoded xyxy boxes.
+        scores: (R, K + 1) class probabilities, background LAST (dropped).
+        image_size: (height, width); boxes are clipped to [0, w] x [0, h].
+        score_threshold: candidates need score > score_threshold (strict).
+        nms_threshold: class-wise NMS suppresses IoU > nms_threshold.
+        topk_per_image: keep at most this many; < 0 keeps all.
+
+    Rows whose boxes or scores are not finite are dropped first (they would
+    poison NMS); ``box_indices`` still refer to rows of the input.
+
+    Returns:
+        ``Detections`` sorted by decreasing score.
+    """
+    num_classes = _check_multiclass(boxes, scores, what_boxes="boxes")
+    height, width = _check_image_size(image_size)
+    # 1. Drop rows with NaN/Inf anywhere in their boxes or scores.
+    finite_rows = torch.nonzero(torch.isfinite(boxes).all(dim=1)
+                                & torch.isfinite(scores).all(dim=1)).squeeze(1)  # (R',)
+    # 2. Drop the background column and clip each class's box to the image.
+    fg_scores = scores[finite_rows, :num_classes]  # (R', K)
+    per_class = boxes[finite_rows].reshape(len(finite_rows), -1, 4)  # (R', K or 1, 4)
+    per_class = _clip_xyxy(per_class, height, width).expand(-1, num_classes, 4)  # (R', K, 4)
+    # 3.-5. score > threshold, class-wise NMS, top k.
+    dets = _select_and_nms(per_class, fg_scores, float(score_threshold), float(nms_threshold),
+                           int(topk_per_image))
+    return dets._replace(box_indices=finite_rows[dets.box_indices])
+
+
+def _check_image_size(image_size) -> tuple[int, int]:
+    if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0
+                   for v in image_size)):
+        raise ValueError(f"image_size: expected (height, width) with positive sizes, "
+                         f"got {image_size!r}")
+    return image_size[0], image_size[1]
+
+
+def _clip_xyxy(boxes: torch.Tensor, height, width) -> torch.Tensor:
+    """Clamp x to [0, width] and y to [0, height]; boxes (..., 4) xyxy."""
+    x = boxes[..., 0::2].clamp(min=0, max=width)
+    y = boxes[..., 1::2].clamp(min=0, max=height)
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
