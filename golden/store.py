@@ -130,8 +130,9 @@ def check(names: list[str] | None = None, log=print) -> list[str]:
     import reference
 
     problems: list[str] = []
+    cases = _select(names)
     manifest = read_manifest()
-    for case in _select(names):
+    for case in cases:
         try:
             stored = load(case)
         except GoldenStoreError as exc:
