@@ -21,8 +21,10 @@ Three ways to run the same algorithm live here:
   large ones loop over categories, as mmcv (10000 boxes) and torchvision
   (1000 boxes on CPU) switch by size. Both give the same kept set.
 
-``multiclass_nms`` (mmdet) turns per-class scores into detections: score
-threshold, class-aware NMS, then the top ``max_num``.
+``multiclass_nms`` (mmdet) and ``fast_rcnn_inference`` (detectron2) turn the
+second stage's per-class scores into detections: drop the background column,
+score > threshold, class-aware NMS, then the top k; detectron2 also drops
+non-finite rows and clips boxes to the image first.
 """
 
 from __future__ import annotations
@@ -296,7 +298,8 @@ def multiclass_nms(
     if not bool(torch.isfinite(bboxes).all()):
         raise ValueError("bboxes: contain NaN or Inf; multiclass_nms needs finite boxes")
     fg_scores = scores[:, :num_classes]  # (N, C)
-    per_class = bboxes.reshape(bboxes.shape[0], -1, 4).expand(-1, num_classes, 4)  # (N, C, 4)
+    per_class = bboxes.reshape(bboxes.shape[0], bboxes.shape[1] // 4, 4)  # (N, C or 1, 4)
+    per_class = per_class.expand(-1, num_classes, 4)  # (N, C, 4)
     return _select_and_nms(per_class, fg_scores, float(score_threshold), float(iou_threshold),
                            int(max_num))
 
@@ -332,7 +335,8 @@ def fast_rcnn_inference(
                                 & torch.isfinite(scores).all(dim=1)).squeeze(1)  # (R',)
     # 2. Drop the background column and clip each class's box to the image.
     fg_scores = scores[finite_rows, :num_classes]  # (R', K)
-    per_class = boxes[finite_rows].reshape(len(finite_rows), -1, 4)  # (R', K or 1, 4)
+    per_class = boxes[finite_rows].reshape(len(finite_rows), boxes.shape[1] // 4, 4)
+    # per_class: (R', K or 1, 4)
     per_class = _clip_xyxy(per_class, height, width).expand(-1, num_classes, 4)  # (R', K, 4)
     # 3.-5. score > threshold, class-wise NMS, top k.
     dets = _select_and_nms(per_class, fg_scores, float(score_threshold), float(nms_threshold),
