@@ -189,3 +189,100 @@ class DeltaXYWHBBoxCoder:
         if max_shape is not None and self.clip_border:
             boxes = box_ops.clip_boxes_to_image(boxes, (int(max_shape[0]), int(max_shape[1])))
         return boxes
+
+
+# --------------------------------------------------------------------------- matching, sampling
+TorchvisionMatcher = det_utils.Matcher
+
+
+class BalancedPositiveNegativeSampler:
+    """torchvision's sampler; it draws from torch's global generator only."""
+
+    def __init__(self, batch_size_per_image, positive_fraction):
+        self._sampler = det_utils.BalancedPositiveNegativeSampler(
+            batch_size_per_image, positive_fraction)
+
+    def __call__(self, matched_idxs, generator=None):
+        if generator is not None:
+            # torchvision has no generator argument; seed the global one from it so
+            # that "same seed, same sample" is at least asked of torchvision's code.
+            torch.manual_seed(generator.initial_seed())
+        return self._sampler(list(matched_idxs))
+
+
+# --------------------------------------------------------------------------- losses
+def _plain_loss(weight, avg_factor, loss_weight):
+    if weight is not None or avg_factor is not None:
+        raise NotImplementedError("torchvision's losses take no element weights or avg_factor")
+    if loss_weight != 1.0:
+        raise NotImplementedError("torchvision's losses have no loss_weight")
+
+
+def sigmoid_focal_loss(pred, target, weight=None, gamma=2.0, alpha=0.25, reduction="mean",
+                       avg_factor=None, loss_weight=1.0):
+    """torchvision.ops.sigmoid_focal_loss; integer labels (background = C) become one-hot."""
+    _plain_loss(weight, avg_factor, loss_weight)
+    if not target.is_floating_point():
+        num_classes = pred.shape[-1]
+        onehot = torch.zeros(target.shape[0], num_classes + 1, dtype=pred.dtype,
+                             device=pred.device)
+        onehot[torch.arange(target.shape[0], device=pred.device), target] = 1
+        target = onehot[:, :num_classes]
+    from torchvision.ops import sigmoid_focal_loss as tv_focal
+    return tv_focal(pred, target, alpha=alpha, gamma=gamma, reduction=reduction)
+
+
+def giou_loss(pred, target, weight=None, reduction="mean", avg_factor=None, *,
+              flavour="torchvision", eps=None, loss_weight=1.0):
+    """torchvision.ops.generalized_box_iou_loss (eps 1e-7 added)."""
+    _plain_loss(weight, avg_factor, loss_weight)
+    from torchvision.ops import generalized_box_iou_loss
+    return generalized_box_iou_loss(pred, target, reduction=reduction,
+                                    eps=1e-7 if eps is None else eps)
+
+
+# --------------------------------------------------------------------------- NMS, RoI
+def nms(boxes, scores, iou_threshold):
+    return torchvision.ops.nms(boxes, scores, float(iou_threshold))
+
+
+def batched_nms(boxes, scores, idxs, iou_threshold):
+    return torchvision.ops.batched_nms(boxes, scores, idxs, float(iou_threshold))
+
+
+def roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    return torchvision.ops.roi_align(input, rois, output_size, spatial_scale=spatial_scale,
+                                     sampling_ratio=sampling_ratio, aligned=aligned)
+
+
+def map_rois_to_levels(boxes, mapping="torchvision", min_level=2, max_level=5):
+    if mapping != "torchvision":
+        raise NotImplementedError("torchvision maps RoIs to levels its own way only")
+    from torchvision.ops.poolers import LevelMapper
+    mapper = LevelMapper(min_level, max_level, canonical_scale=224, canonical_level=4, eps=1e-6)
+    return mapper([boxes]).to(torch.int64)
+
+
+class MultiLevelRoIPooler:
+    """torchvision.ops.MultiScaleRoIAlign behind the protocol's pooler."""
+
+    def __init__(self, output_size, scales, sampling_ratio=0, aligned=True, mapping="mmdet"):
+        if mapping != "torchvision":
+            raise NotImplementedError("torchvision pools with its own level mapping only")
+        if aligned:
+            raise NotImplementedError("MultiScaleRoIAlign always uses aligned=False")
+        self.scales = [float(s) for s in scales]
+        self.names = [str(i) for i in range(len(scales))]
+        self._pool = torchvision.ops.MultiScaleRoIAlign(self.names, output_size, sampling_ratio)
+
+    def __call__(self, features, rois):
+        n_images = features[0].shape[0]
+        h = int(round(features[0].shape[-2] / self.scales[0]))
+        w = int(round(features[0].shape[-1] / self.scales[0]))
+        order = torch.argsort(rois[:, 0], stable=True)
+        sorted_rois = rois[order]
+        boxes = [sorted_rois[sorted_rois[:, 0] == i, 1:] for i in range(n_images)]
+        out = self._pool(dict(zip(self.names, features)), boxes, [(h, w)] * n_images)
+        result = torch.empty_like(out)
+        result[order] = out
+        return result
