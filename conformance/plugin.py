@@ -196,11 +196,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if s.cuda_missing:
             item.add_marker(pytest.mark.skip(reason="--device=cuda but CUDA is not available"))
             continue
-        flavour = _marker_arg(item, "flavour")
-        if flavour and not s.impl.claims(flavour):
-            item.add_marker(
-                pytest.mark.skip(reason=f"flavour {flavour} not claimed by {s.impl.name}")
-            )
+        # A test may name several flavours (a clause relating two of them): it runs
+        # only when the implementation claims every one.
+        flavours = [str(m.args[0]) for m in item.iter_markers("flavour") if m.args]
+        unclaimed = [f for f in flavours if not s.impl.claims(f)]
+        if unclaimed:
+            item.add_marker(pytest.mark.skip(
+                reason=f"flavour {', '.join(unclaimed)} not claimed by {s.impl.name}"))
             continue
         if item.get_closest_marker("strict_tier") and not strict:
             item.add_marker(pytest.mark.skip(reason="strict tier: run with --strict-tier"))

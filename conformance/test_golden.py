@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.implementation import KNOWN_FLAVOURS
 from golden import store
 from golden.cases import all_cases
 
@@ -20,7 +21,8 @@ def _params():
         yield pytest.param(
             case,
             id=case.name,
-            marks=[pytest.mark.component(case.component), pytest.mark.spec(case.clause)],
+            marks=[pytest.mark.component(case.component), pytest.mark.spec(case.clause)]
+            + ([pytest.mark.flavour(case.flavour)] if case.flavour in KNOWN_FLAVOURS else []),
         )
 
 

@@ -181,9 +181,8 @@ def _clip_to_image(boxes: Tensor, max_shape: Tensor) -> Tensor:
     max_shape: (2,) holding (H, W) for every box, or (B, 2) one per image when
     boxes is (B, N, K*4).
     """
-    upper = max_shape.flip(-1).repeat_interleave(1).repeat(
-        *([1] * (max_shape.dim() - 1)), boxes.shape[-1] // 2
-    )  # (..., K*4): W, H, W, H, ...
+    pairs = boxes.shape[-1] // 2  # one (x, y) pair per corner per class
+    upper = max_shape.flip(-1).repeat(*([1] * (max_shape.dim() - 1)), pairs)  # (K*4,) or (B, K*4): W, H, W, H, ...
     if max_shape.dim() == 2:
         upper = upper.unsqueeze(1)  # (B, 1, K*4), broadcast over the N boxes
     return torch.minimum(boxes.clamp(min=0), upper)
