@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Callable
 
@@ -155,7 +156,7 @@ def _valid_extent(featmap_size, pad_shape, stride_wh) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- validation
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _positive_number(name: str, value) -> float:
@@ -194,11 +195,11 @@ def _stride_pairs(name: str, strides) -> list[tuple[float, float]]:
 def _positive_int(name: str, value) -> int:
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name}: expected a positive int, got {value!r} ({type(value).__name__})")
     if value <= 0:
         raise ValueError(f"{name}: expected a positive int, got {value}")
-    return value
+    return int(value)
 
 
 def _hw(name: str, shape, *, allow_channels: bool = False) -> tuple[int, int]:
@@ -661,7 +662,9 @@ class RetinaNetAnchorPreset:
     """The RetinaNet anchor configuration of one flavour, as data [ANC-18].
 
     flavour: "mmdet", "detectron2" or "torchvision".
-    strides: per level (P3..P7), the same on both axes.
+    strides: per level (P3..P7), the same on both axes. Nominal for torchvision,
+        whose generator derives them from the batch (``image_size // featmap_size``:
+        on an 800x1216 batch P7 is 7x10, so its strides are 114 down, 121 across).
     sizes: per level, the side of the ratio-1 anchors as the flavour computes
         it: 32 * 2**(i/3) in float for mmdet and detectron2, truncated with
         ``int()`` for torchvision.

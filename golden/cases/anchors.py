@@ -1,0 +1,270 @@
+"""Golden cases for anchors and points: the seeds' real configurations.
+
+RetinaNet on the seeds' 800x1216 batch (FPN levels P3..P7 of 100x152, 50x76, 25x38,
+13x19, 7x10) in the three flavours, the valid/inside flags of an 800x800 image
+padded into that batch, and RTMDet's point priors for a 640x640 input. Outputs are
+summarised: per-level shapes, 256 evenly spaced rows of all levels concatenated,
+per-level column sums, and sha256 checksums of exact (bool or integer) tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from conformance.oracles import anchors as oracle
+from golden.case import GoldenCase, exact_sha256, sampled_rows
+
+FEATMAPS_800x1216 = [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
+RETINANET_STRIDES = [8, 16, 32, 64, 128]
+RATIOS = [0.5, 1.0, 2.0]
+OCTAVE_SIZES = [[x * 2 ** (i / 3) for i in range(3)] for x in (32, 64, 128, 256, 512)]
+TORCHVISION_SIZES = [[int(s) for s in level] for level in OCTAVE_SIZES]
+RTMDET_FEATMAPS_640 = [(80, 80), (40, 40), (20, 20)]
+SAMPLES = 256
+
+
+def _summary(levels) -> dict:
+    """Shapes ``(L, 2)``, sampled rows of the concatenation, column sums ``(L, C)``."""
+    return {
+        "shapes": np.array([list(t.shape) for t in levels], dtype=np.int64),
+        "sampled_rows": sampled_rows(torch.cat([t.detach().cpu() for t in levels]), SAMPLES),
+        "sums": np.stack([t.detach().cpu().double().sum(dim=0).numpy() for t in levels]),
+    }
+
+
+def _sample_index(total: int) -> np.ndarray:
+    """The row indices ``sampled_rows`` picks (evenly spaced, first and last)."""
+    return np.unique(np.linspace(0, total - 1, num=min(SAMPLES, total)).round().astype(np.int64))
+
+
+def _level_of(index: int, counts) -> tuple[int, int]:
+    for level, count in enumerate(counts):
+        if index < count:
+            return level, index
+        index -= count
+    raise IndexError(index)
+
+
+def _closed_form_sums(base_anchors, featmap_size, stride_wh, offset=0.0) -> np.ndarray:
+    """Column sums of one level without enumerating it: every base anchor appears at
+    H*W locations, and every location's shift appears A times."""
+    h, w = featmap_size
+    base = np.asarray(base_anchors, dtype=np.float64)
+    sum_x = h * sum((x + offset) * stride_wh[0] for x in range(w))
+    sum_y = w * sum((y + offset) * stride_wh[1] for y in range(h))
+    shift = np.array([sum_x, sum_y, sum_x, sum_y])
+    return h * w * base.sum(axis=0) + len(base) * shift
+
+
+def _check_anchor_summary(out, bases, strides_wh, offset=0.0, what="anchors") -> None:
+    """Sampled rows and sums against the oracle, level by level."""
+    counts = [len(b) * h * w for b, (h, w) in zip(bases, FEATMAPS_800x1216)]
+    np.testing.assert_array_equal(out["shapes"], [[c, 4] for c in counts])
+    expected_rows = []
+    for index in _sample_index(sum(counts)):
+        level, i = _level_of(int(index), counts)
+        expected_rows.append(oracle.anchor_at(bases[level], FEATMAPS_800x1216[level], strides_wh[level], i,
+                                              offset))
+    np.testing.assert_allclose(out["sampled_rows"], expected_rows, rtol=1e-6, atol=1e-4, err_msg=what)
+    sums = [_closed_form_sums(b, f, s, offset) for b, f, s in zip(bases, FEATMAPS_800x1216, strides_wh)]
+    np.testing.assert_allclose(out["sums"], sums, rtol=1e-6, err_msg=what)
+
+
+# --------------------------------------------------------------------------- mmdet RetinaNet
+def _mmdet_generator(impl):
+    return impl.AnchorGenerator(strides=RETINANET_STRIDES, ratios=RATIOS, octave_base_scale=4,
+                                scales_per_octave=3)
+
+
+def run_mmdet_retinanet(impl, device):
+    return _summary(_mmdet_generator(impl).grid_anchors(FEATMAPS_800x1216, device=device))
+
+
+def check_mmdet_retinanet(out) -> None:
+    np.testing.assert_array_equal(out["shapes"][:, 0], [136800, 34200, 8550, 2223, 630])
+    assert int(out["shapes"][:, 0].sum()) == 182403
+    np.testing.assert_allclose(out["sampled_rows"][0], [-22.6274, -11.3137, 22.6274, 11.3137], atol=1e-4)
+    scales = oracle.octave_scales(4, 3)
+    bases = [oracle.mmdet_base_anchors(s, scales, RATIOS) for s in RETINANET_STRIDES]
+    _check_anchor_summary(out, bases, [(s, s) for s in RETINANET_STRIDES], what="mmdet")
+
+
+# --------------------------------------------------------------------------- mmdet flags
+def run_mmdet_flags(impl, device):
+    gen = _mmdet_generator(impl)
+    anchors = torch.cat(gen.grid_anchors(FEATMAPS_800x1216, device=device))
+    flags = gen.valid_flags(FEATMAPS_800x1216, (800, 800, 3), device=device)
+    valid = torch.cat(flags)
+    inside0 = impl.anchor_inside_flags(anchors, valid, (800, 800, 3), 0)
+    inside_neg = impl.anchor_inside_flags(anchors, valid, (800, 800, 3), -1)
+    return {
+        "valid_counts": np.array([int(f.sum()) for f in flags], dtype=np.int64),
+        "valid_sha256": exact_sha256(valid),
+        "inside_count_border0": np.array([int(inside0.sum())], dtype=np.int64),
+        "inside_sha256_border0": exact_sha256(inside0),
+        "inside_sha256_border_minus1": exact_sha256(inside_neg),
+    }
+
+
+def check_mmdet_flags(out) -> None:
+    np.testing.assert_array_equal(out["valid_counts"], [90000, 22500, 5625, 1521, 441])
+    scales = oracle.octave_scales(4, 3)
+    valid, anchors = [], []
+    for stride, fmap in zip(RETINANET_STRIDES, FEATMAPS_800x1216):
+        base = oracle.mmdet_base_anchors(stride, scales, RATIOS)
+        valid.append(oracle.valid_flags(fmap, (800, 800), (stride, stride), len(base)))
+        anchors.append(oracle.grid_anchors(base, fmap, (stride, stride)))
+    valid = np.concatenate(valid)
+    anchors = np.concatenate(anchors)
+    np.testing.assert_array_equal(out["valid_sha256"], exact_sha256(valid))
+    inside0 = oracle.inside_flags(anchors, valid, (800, 800), 0)
+    assert int(out["inside_count_border0"][0]) == int(inside0.sum())
+    np.testing.assert_array_equal(out["inside_sha256_border0"], exact_sha256(inside0))
+    # allowed_border -1 (RetinaNet's setting) keeps the valid flags as they are.
+    np.testing.assert_array_equal(out["inside_sha256_border_minus1"], exact_sha256(valid))
+
+
+# --------------------------------------------------------------------------- detectron2 RetinaNet
+def run_detectron2_retinanet(impl, device):
+    gen = impl.DefaultAnchorGenerator(sizes=OCTAVE_SIZES, aspect_ratios=[RATIOS], strides=RETINANET_STRIDES,
+                                      offset=0.0)
+    return _summary(gen.grid_anchors(FEATMAPS_800x1216, device=device))
+
+
+def check_detectron2_retinanet(out) -> None:
+    bases = [oracle.detectron2_cell_anchors(s, RATIOS) for s in OCTAVE_SIZES]
+    _check_anchor_summary(out, bases, [(s, s) for s in RETINANET_STRIDES], what="detectron2")
+    # First P3 cell anchor: size 32, ratio 0.5 (size outer): the same box as mmdet's first.
+    np.testing.assert_allclose(out["sampled_rows"][0], [-22.6274, -11.3137, 22.6274, 11.3137], atol=1e-4)
+
+
+# --------------------------------------------------------------------------- torchvision RetinaNet
+def run_torchvision_retinanet(impl, device):
+    gen = impl.TorchvisionAnchorGenerator(sizes=TORCHVISION_SIZES, aspect_ratios=[RATIOS] * 5)
+    levels = gen.grid_anchors((800, 1216), FEATMAPS_800x1216, device=device)
+    out = _summary(levels)
+    # Rounded base anchors plus integer shifts: every coordinate is an integer.
+    out["rounded_sha256"] = exact_sha256(torch.cat(levels).round().long())
+    return out
+
+
+def check_torchvision_retinanet(out) -> None:
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    assert TORCHVISION_SIZES == [[32, 40, 50], [64, 80, 101], [128, 161, 203], [256, 322, 406],
+                                 [512, 645, 812]]
+    live = AnchorGenerator(tuple(tuple(s) for s in TORCHVISION_SIZES), ((0.5, 1.0, 2.0),) * 5)
+    images = ImageList(torch.zeros(1, 1, 800, 1216), [(800, 1216)])
+    feats = [torch.zeros(1, 1, h, w) for h, w in FEATMAPS_800x1216]
+    expected = live(images, feats)[0]
+    counts = [h * w * 9 for h, w in FEATMAPS_800x1216]
+    np.testing.assert_array_equal(out["shapes"], [[c, 4] for c in counts])
+    np.testing.assert_array_equal(out["sampled_rows"], sampled_rows(expected, SAMPLES))
+    sums = np.stack([t.double().sum(dim=0).numpy() for t in expected.split(counts)])
+    np.testing.assert_allclose(out["sums"], sums, rtol=1e-9)
+    np.testing.assert_array_equal(out["rounded_sha256"], exact_sha256(expected.round().long()))
+    bases = [oracle.torchvision_base_anchors(s, RATIOS) for s in TORCHVISION_SIZES]
+    # Strides come from the batch: 800 // 13 = 61 and 800 // 7 = 114 rows, 1216 // 10 = 121
+    # columns, so P6 and P7 are NOT on the nominal 64 / 128 grid.
+    strides = [oracle.torchvision_strides((800, 1216), f) for f in FEATMAPS_800x1216]
+    assert strides == [(8, 8), (16, 16), (32, 32), (64, 61), (121, 114)]
+    _check_anchor_summary(out, bases, strides, what="torchvision")
+
+
+# --------------------------------------------------------------------------- RTMDet points
+def run_rtmdet_points(impl, device):
+    gen = impl.MlvlPointGenerator([8, 16, 32], offset=0.0)
+    out = _summary(gen.grid_priors(RTMDET_FEATMAPS_640, device=device, with_stride=True))
+    flags = gen.valid_flags(RTMDET_FEATMAPS_640, (640, 640, 3), device=device)
+    out["valid_counts"] = np.array([int(f.sum()) for f in flags], dtype=np.int64)
+    return out
+
+
+def check_rtmdet_points(out) -> None:
+    np.testing.assert_array_equal(out["shapes"], [[6400, 4], [1600, 4], [400, 4]])
+    np.testing.assert_array_equal(out["valid_counts"], [6400, 1600, 400])
+    levels = [oracle.grid_points(f, (s, s), 0.0, with_stride=True)
+              for f, s in zip(RTMDET_FEATMAPS_640, [8, 16, 32])]
+    everything = np.concatenate(levels)
+    np.testing.assert_allclose(out["sampled_rows"], everything[_sample_index(len(everything))], atol=1e-6)
+    np.testing.assert_allclose(out["sums"], [lv.sum(axis=0) for lv in levels], rtol=1e-9)
+    np.testing.assert_allclose(out["sampled_rows"][-1], [608, 608, 32, 32])
+
+
+RETINANET_INPUTS = {
+    "batch_shape": [800, 1216],
+    "featmap_sizes": FEATMAPS_800x1216,
+    "strides": RETINANET_STRIDES,
+    "ratios": RATIOS,
+}
+
+CASES = [
+    GoldenCase(
+        name="anchors_mmdet_retinanet_800x1216",
+        component="anchors",
+        clause="ANC-6",
+        producer="AnchorGenerator(octave_base_scale=4, scales_per_octave=3).grid_anchors",
+        flavour="mmdet",
+        inputs={**RETINANET_INPUTS, "octave_base_scale": 4, "scales_per_octave": 3},
+        run=run_mmdet_retinanet,
+        cross_checked="seed shapes [136800..630,4] (182403) and first P3 anchor; sampled rows against "
+        "the loop oracle; per-level sums against a closed form from the oracle's base anchors",
+        cross_check=check_mmdet_retinanet,
+        exact=("shapes",),
+    ),
+    GoldenCase(
+        name="anchors_mmdet_flags_800x800_in_800x1216",
+        component="anchors",
+        clause="ANC-7",
+        producer="AnchorGenerator.valid_flags(pad_shape=(800, 800, 3)) + anchor_inside_flags(img_shape=(800, 800))",
+        flavour="mmdet",
+        inputs={**RETINANET_INPUTS, "pad_shape": [800, 800, 3], "img_shape": [800, 800, 3],
+                "allowed_border": [0, -1]},
+        run=run_mmdet_flags,
+        cross_checked="valid counts ceil(800/s)^2*9; valid and inside flags against the loop oracle "
+        "(sha256 of the oracle's flags)",
+        cross_check=check_mmdet_flags,
+        exact=("valid_counts", "valid_sha256", "inside_count_border0", "inside_sha256_border0",
+               "inside_sha256_border_minus1"),
+    ),
+    GoldenCase(
+        name="anchors_detectron2_retinanet_800x1216",
+        component="anchors",
+        clause="ANC-9",
+        producer="DefaultAnchorGenerator(sizes=32*2**(i/3)..., offset=0.0).grid_anchors",
+        flavour="detectron2",
+        inputs={**RETINANET_INPUTS, "sizes": OCTAVE_SIZES, "offset": 0.0},
+        run=run_detectron2_retinanet,
+        cross_checked="sampled rows against the loop oracle; per-level sums against a closed form",
+        cross_check=check_detectron2_retinanet,
+        exact=("shapes",),
+    ),
+    GoldenCase(
+        name="anchors_torchvision_retinanet_800x1216",
+        component="anchors",
+        clause="ANC-10",
+        producer="TorchvisionAnchorGenerator(sizes=(32,40,50),...).grid_anchors((800, 1216), ...)",
+        flavour="torchvision",
+        inputs={**RETINANET_INPUTS, "sizes": TORCHVISION_SIZES, "image_size": [800, 1216]},
+        run=run_torchvision_retinanet,
+        cross_checked="live torchvision.models.detection.anchor_utils.AnchorGenerator (bit-exact) "
+        "and the loop oracle",
+        cross_check=check_torchvision_retinanet,
+        exact=("shapes", "rounded_sha256"),
+    ),
+    GoldenCase(
+        name="points_rtmdet_640x640",
+        component="points",
+        clause="PTS-3",
+        producer="MlvlPointGenerator([8, 16, 32], offset=0).grid_priors(with_stride=True)",
+        flavour="mmdet",
+        inputs={"input_shape": [640, 640], "featmap_sizes": RTMDET_FEATMAPS_640, "strides": [8, 16, 32],
+                "offset": 0.0, "with_stride": True, "pad_shape": [640, 640, 3]},
+        run=run_rtmdet_points,
+        cross_checked="seed shapes (6400,4),(1600,4),(400,4); sampled rows and sums against the loop oracle",
+        cross_check=check_rtmdet_points,
+        exact=("shapes", "valid_counts"),
+    ),
+]
