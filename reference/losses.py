@@ -8,7 +8,7 @@ Every loss here is computed in three steps, the same for all of them:
 3. a reduction (``weight_reduce_loss``): ``"none"`` keeps the element-wise tensor,
    ``"sum"`` adds it up, ``"mean"`` divides the sum by the number of elements or,
    when ``avg_factor`` is given, by ``avg_factor + eps`` with
-   ``eps = torch.finfo(torch.float32).eps`` (mmdet's contract, SPEC [LOSS-3]).
+   ``eps = torch.finfo(torch.float32).eps`` (mmdet's contract, SPEC [LOSS-2]).
    The result is finally multiplied by ``loss_weight``.
 
 Conventions (SPEC.md, Losses):
@@ -287,7 +287,7 @@ def sigmoid_focal_loss(pred: torch.Tensor, target: torch.Tensor,
 def quality_focal_loss(pred: torch.Tensor, target, weight: torch.Tensor | None = None,
                        beta: float = 2.0, reduction: str = "mean", avg_factor=None,
                        loss_weight: float = 1.0) -> torch.Tensor:
-    """Quality focal loss (GFL; RTMDet's classification loss), SPEC [LOSS-10..12].
+    """Quality focal loss (GFL; RTMDet's classification loss), SPEC [LOSS-10..11].
 
     Each class column is supervised by a soft score s (the IoU of the assigned box
     for the positive class, 0 elsewhere):
@@ -342,31 +342,32 @@ def quality_focal_loss(pred: torch.Tensor, target, weight: torch.Tensor | None =
 # --------------------------------------------------------------------------- box losses
 def _aligned_giou(pred: torch.Tensor, target: torch.Tensor, eps: GIoULossEps) -> torch.Tensor:
     """GIoU of pred[i] with target[i]; (n, 4) xyxy each -> (n,)."""
-
-    def safe_div(num, den):
-        return num / (den.clamp(min=eps.value) if eps.clamp else den + eps.value)
-
     area_p = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])  # (n,)
     area_t = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])  # (n,)
     inter_wh = (torch.min(pred[:, 2:], target[:, 2:])
                 - torch.max(pred[:, :2], target[:, :2])).clamp(min=0)  # (n, 2)
-    inter = inter_wh[:, 0] * inter_wh[:, 1]
-    union = area_p + area_t - inter
-    iou = safe_div(inter, union)
+    inter = inter_wh[:, 0] * inter_wh[:, 1]  # (n,)
+    union = area_p + area_t - inter  # (n,)
     # The smallest box enclosing both; clamped like the intersection in case a
     # predicted box is inverted.
     enclose_wh = (torch.max(pred[:, 2:], target[:, 2:])
                   - torch.min(pred[:, :2], target[:, :2])).clamp(min=0)  # (n, 2)
-    enclose = enclose_wh[:, 0] * enclose_wh[:, 1]
-    # mmdet clamps union before both divisions; adding eps leaves union as it is.
-    union_for_gap = union.clamp(min=eps.value) if eps.clamp else union
-    return iou - safe_div(enclose - union_for_gap, enclose)
+    enclose = enclose_wh[:, 0] * enclose_wh[:, 1]  # (n,)
+    if eps.clamp:
+        # mmdet clamps the areas themselves, so the clamped values are used
+        # everywhere, the gap term's numerator included.
+        union, enclose = union.clamp(min=eps.value), enclose.clamp(min=eps.value)
+        union_den, enclose_den = union, enclose
+    else:
+        # torchvision and fvcore only pad the denominators.
+        union_den, enclose_den = union + eps.value, enclose + eps.value
+    return inter / union_den - (enclose - union) / enclose_den
 
 
 def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
               reduction: str = "mean", avg_factor=None, *, flavour: str = "mmdet",
               eps: float | None = None, loss_weight: float = 1.0) -> torch.Tensor:
-    """GIoU loss ``1 - GIoU(pred[i], target[i])``, SPEC [LOSS-13..15].
+    """GIoU loss ``1 - GIoU(pred[i], target[i])``, SPEC [LOSS-12..14].
 
     Args:
         pred, target: (n, 4) xyxy boxes, finite, floating point.
@@ -415,7 +416,7 @@ def _check_regression_inputs(pred, target, weight) -> None:
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
             reduction: str = "mean", avg_factor=None, loss_weight: float = 1.0) -> torch.Tensor:
-    """L1 loss ``|pred - target|`` per element, SPEC [LOSS-16].
+    """L1 loss ``|pred - target|`` per element, SPEC [LOSS-15].
 
     Args:
         pred, target: same shape, e.g. (N, 4) deltas; floating point.
@@ -432,7 +433,7 @@ def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor,
                    weight: torch.Tensor | None = None, beta: float = 1.0,
                    reduction: str = "mean", avg_factor=None,
                    loss_weight: float = 1.0) -> torch.Tensor:
-    """Smooth L1 (Huber / beta) loss per element, SPEC [LOSS-17..18].
+    """Smooth L1 (Huber / beta) loss per element, SPEC [LOSS-16..17].
 
     With d = |pred - target|: ``0.5 * d**2 / beta`` where ``d < beta`` (strict), else
     ``d - 0.5 * beta``. ``beta = 0`` is exactly L1 (detectron2's Faster R-CNN
@@ -461,7 +462,7 @@ def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor,
                        weight: torch.Tensor | None = None, reduction: str = "mean",
                        avg_factor=None, ignore_index: int = -100,
                        loss_weight: float = 1.0) -> torch.Tensor:
-    """Softmax cross-entropy over K columns that include background, SPEC [LOSS-19..20].
+    """Softmax cross-entropy over K columns that include background, SPEC [LOSS-18].
 
     Args:
         pred: (N, K) logits; background is one of the K columns (mmdet and
@@ -498,7 +499,7 @@ def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor,
 def binary_cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor,
                               weight: torch.Tensor | None = None, reduction: str = "mean",
                               avg_factor=None, loss_weight: float = 1.0) -> torch.Tensor:
-    """Sigmoid binary cross-entropy on logits, SPEC [LOSS-21].
+    """Sigmoid binary cross-entropy on logits, SPEC [LOSS-19].
 
     Args:
         pred: logits, (N, C) with integer labels or any shape with a float target.
@@ -528,7 +529,7 @@ def _counts(values, name: str) -> list[int]:
 
 
 def retinanet_num_total_pos(num_pos_per_image, num_neg_per_image=None) -> int:
-    """mmdet's anchor-head avg_factor, SPEC [LOSS-22].
+    """mmdet's anchor-head avg_factor, SPEC [LOSS-20].
 
     ``sum_i max(num_pos_i, 1)``: every image counts at least once, so a batch with
     no positives still divides by the number of images. Heads that sample
@@ -545,7 +546,7 @@ def retinanet_num_total_pos(num_pos_per_image, num_neg_per_image=None) -> int:
 
 
 def rtmdet_avg_factor(assign_metrics) -> float:
-    """RTMDet's normaliser: the sum of assign metrics, clamped to >= 1, SPEC [LOSS-23].
+    """RTMDet's normaliser: the sum of assign metrics, clamped to >= 1, SPEC [LOSS-21].
 
     Args:
         assign_metrics: a float tensor (any shape) or a sequence of them (one per
@@ -567,7 +568,9 @@ def rtmdet_avg_factor(assign_metrics) -> float:
 
 
 def detectron2_rpn_normalizer(batch_size_per_image: int, num_images: int) -> float:
-    """detectron2's RPN loss scale ``1 / (batch_size_per_image * num_images)``, SPEC [LOSS-24].
+    """detectron2's RPN loss scale ``1 / (batch_size_per_image * num_images)``.
+
+    SPEC [LOSS-22].
 
     The RPN's summed objectness and box losses are multiplied by it, whatever the
     number of anchors actually sampled (256 per image by default).
@@ -579,7 +582,7 @@ def detectron2_rpn_normalizer(batch_size_per_image: int, num_images: int) -> flo
 
 
 class EmaLossNormalizer:
-    """detectron2 RetinaNet's normaliser: an EMA of the positive count, SPEC [LOSS-25].
+    """detectron2 RetinaNet's normaliser: an EMA of the positive count, SPEC [LOSS-23].
 
     ``value <- momentum * value + (1 - momentum) * max(num_pos, 1)``, starting from
     ``initial`` (100); the summed losses are divided by the updated value.
@@ -599,7 +602,7 @@ class EmaLossNormalizer:
 
 
 def torchvision_per_image_mean(loss_per_image, num_foreground_per_image) -> torch.Tensor:
-    """torchvision RetinaNet's reduction: ``mean_i(loss_i / max(1, fg_i))``, SPEC [LOSS-26].
+    """torchvision RetinaNet's reduction: ``mean_i(loss_i / max(1, fg_i))``, SPEC [LOSS-24].
 
     Args:
         loss_per_image: 1-D float tensor (num_images,) or a sequence of 0-dim
