@@ -122,7 +122,8 @@ def _check_tensor(name: str, value, *, ndim: int, last: Optional[int] = None,
         raise ValueError(f"{name}: expected a {want} tensor, got shape {tuple(value.shape)}")
     if floating and not value.is_floating_point():
         raise ValueError(f"{name}: expected a floating dtype, got {value.dtype}")
-    if not floating and (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool):
+    not_integer = value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+    if not floating and not_integer:
         raise ValueError(f"{name}: expected an integer dtype, got {value.dtype}")
 
 
@@ -334,7 +335,7 @@ def _labels_of(gt_inds: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
     return labels
 
 
-# --------------------------------------------------------------------------- detectron2 / torchvision
+# ------------------------------------------------------------------- detectron2 / torchvision
 def _label_by_thresholds(values: torch.Tensor, thresholds: Sequence[float],
                          labels: Sequence[int]) -> torch.Tensor:
     """(N,) int8: labels[j] where thresholds[j] <= value < thresholds[j + 1].
@@ -382,7 +383,8 @@ class Matcher:
                  allow_low_quality_matches: bool = False) -> None:
         thresholds = [_check_threshold(f"thresholds[{i}]", t) for i, t in enumerate(thresholds)]
         if not thresholds or thresholds[0] <= 0:
-            raise ValueError(f"thresholds: expected a non-empty list starting above 0, got {thresholds}")
+            raise ValueError(
+                f"thresholds: expected a non-empty list starting above 0, got {thresholds}")
         if any(a > b for a, b in zip(thresholds[:-1], thresholds[1:])):
             raise ValueError(f"thresholds: expected ascending values, got {thresholds}")
         labels = list(labels)

@@ -1,3 +1,384 @@
-"""Placeholder: being written."""
+"""Training targets of dense heads: per-anchor labels, weights and box targets.
 
-__all__: list[str] = []
+For each image (SPEC.md "Targets", TGT-*):
+  1. keep the anchors that are valid and inside the image (``anchor_inside_flags``);
+  2. assign gts to them, then sample (``PseudoSampler`` keeps everything);
+  3. fill targets: labels = background (``num_classes``) everywhere, the gt class at
+     positives (0, the single foreground class, when gt labels are absent: RPN);
+     label_weights 1 at positives (``pos_weight`` if > 0) and negatives, 0 at ignored;
+     box targets = ``box_coder.encode(pos priors, pos gts)`` (or the gt boxes
+     themselves with ``reg_decoded_bbox``) with box weights 1 at positives;
+  4. ``unmap`` back to all anchors: outside anchors get background / zeros.
+Then the batch: stack the images and split by level (``images_to_levels``), and
+count ``num_total_pos = sum_i max(#pos_i, 1)`` (and the same for negatives).
+
+RTMDet's variant (``rtmdet_targets``) assigns with the DynamicSoftLabelAssigner on
+predicted scores and boxes, regresses decoded gt boxes and adds ``assign_metrics``:
+the IoU of each positive with its gt (its QualityFocalLoss soft target).
+
+Shape letters: ``B`` images, ``N`` anchors of one image (all levels), ``n_l`` anchors
+of level l, ``G`` gts, ``C`` classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import torch
+
+from reference import anchors as _anchors
+from reference.assignment import AssignResult, DynamicSoftLabelAssigner
+from reference.sampling import PseudoSampler, SamplingResult
+
+__all__ = [
+    "unmap",
+    "images_to_levels",
+    "ImageTargets",
+    "LevelTargets",
+    "anchor_targets_single",
+    "anchor_targets",
+    "rtmdet_targets_single",
+    "rtmdet_targets",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def unmap(data: torch.Tensor, count: int, inds: torch.Tensor, fill=0) -> torch.Tensor:
+    """Scatter ``data`` (rows for the True entries of ``inds``) back into ``count`` rows.
+
+    data: (K, ...) with K = inds.sum(). inds: (count,) bool mask.
+    Returns (count, ...) of data's dtype, ``fill`` in the rows where inds is False.
+    """
+    if not isinstance(data, torch.Tensor) or not isinstance(inds, torch.Tensor):
+        raise TypeError("unmap: data and inds must be torch.Tensors")
+    if inds.dim() != 1 or inds.shape[0] != count:
+        raise ValueError(f"inds: expected shape ({count},), got {tuple(inds.shape)}")
+    mask = inds.bool()
+    if int(mask.sum()) != data.shape[0]:
+        raise ValueError(f"data: expected {int(mask.sum())} rows (True entries of inds), "
+                         f"got {data.shape[0]}")
+    out = data.new_full((count,) + tuple(data.shape[1:]), fill)  # (count, ...)
+    out[mask] = data
+    return out
+
+
+def images_to_levels(targets: Sequence[torch.Tensor],
+                     num_level_anchors: Sequence[int]) -> list[torch.Tensor]:
+    """Per-image targets -> per-level targets.
+
+    targets: B tensors of shape (N, ...), N = sum(num_level_anchors).
+    Returns one tensor per level, shape (B, n_l, ...), levels in order.
+    """
+    total = sum(int(n) for n in num_level_anchors)
+    for i, t in enumerate(targets):
+        if t.shape[0] != total:
+            raise ValueError(f"targets[{i}]: expected {total} rows (sum of num_level_anchors), "
+                             f"got {t.shape[0]}")
+    stacked = torch.stack(list(targets), dim=0)  # (B, N, ...)
+    return list(torch.split(stacked, [int(n) for n in num_level_anchors], dim=1))
+
+
+# --------------------------------------------------------------------------- results
+@dataclasses.dataclass(frozen=True)
+class ImageTargets:
+    """Targets of one image. With unmap_outputs, rows are all N anchors; otherwise
+    only the anchors inside the image.
+
+    labels: (N,) int64, background = num_classes. label_weights: (N,) float32.
+    bbox_targets: (N, 4) float. bbox_weights: (N, 4) float.
+    pos_inds / neg_inds: int64 indices into the INSIDE anchors (as upstream).
+    assign_metrics: (N,) float32 for RTMDet, None otherwise.
+    """
+
+    labels: torch.Tensor
+    label_weights: torch.Tensor
+    bbox_targets: torch.Tensor
+    bbox_weights: torch.Tensor
+    pos_inds: torch.Tensor
+    neg_inds: torch.Tensor
+    sampling_result: SamplingResult
+    assign_result: AssignResult
+    assign_metrics: Optional[torch.Tensor] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelTargets:
+    """Targets of a batch, split by level: each list has one (B, n_l, ...) tensor per level.
+
+    num_total_pos / num_total_neg: sum over images of max(#pos_i, 1) / max(#neg_i, 1).
+    assign_metrics: per level (B, n_l), RTMDet only.
+    """
+
+    labels: list[torch.Tensor]
+    label_weights: list[torch.Tensor]
+    bbox_targets: list[torch.Tensor]
+    bbox_weights: list[torch.Tensor]
+    num_total_pos: int
+    num_total_neg: int
+    images: list[ImageTargets]
+    assign_metrics: Optional[list[torch.Tensor]] = None
+
+    def num_total_samples(self, sampling: bool) -> int:
+        """The loss normaliser: pos + neg with a real sampler, pos alone without."""
+        return self.num_total_pos + self.num_total_neg if sampling else self.num_total_pos
+
+
+# --------------------------------------------------------------------------- one image
+def _fill_targets(anchors, sampling_result: SamplingResult, num_classes: int,
+                  gt_labels, pos_weight: float, pos_bbox_targets):
+    """Step 3 on the inside anchors: (labels, label_weights, bbox_targets, bbox_weights)."""
+    num_inside = anchors.shape[0]
+    labels = torch.full((num_inside,), num_classes, dtype=torch.int64,
+                        device=anchors.device)  # (K,) background everywhere
+    label_weights = anchors.new_zeros(num_inside, dtype=torch.float32)  # (K,)
+    bbox_targets = torch.zeros_like(anchors, dtype=pos_bbox_targets.dtype)  # (K, 4)
+    bbox_weights = torch.zeros_like(anchors, dtype=pos_bbox_targets.dtype)  # (K, 4)
+    pos_inds, neg_inds = sampling_result.pos_inds, sampling_result.neg_inds
+    if pos_inds.numel() > 0:
+        bbox_targets[pos_inds] = pos_bbox_targets
+        bbox_weights[pos_inds] = 1.0
+        if gt_labels is None:
+            labels[pos_inds] = 0  # RPN: the single foreground class is label 0
+        else:
+            labels[pos_inds] = gt_labels.to(torch.int64)[sampling_result.pos_assigned_gt_inds]
+        label_weights[pos_inds] = pos_weight if pos_weight > 0 else 1.0
+    if neg_inds.numel() > 0:
+        label_weights[neg_inds] = 1.0
+    return labels, label_weights, bbox_targets, bbox_weights
+
+
+def _check_image_inputs(flat_anchors, valid_flags, gt_bboxes, gt_labels, num_classes) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
+    for name, t in (("flat_anchors", flat_anchors), ("gt_bboxes", gt_bboxes)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 2 or t.shape[-1] != 4:
+            raise ValueError(f"{name}: expected shape (n, 4), got {tuple(t.shape)}")
+    if not isinstance(valid_flags, torch.Tensor) or valid_flags.shape != (flat_anchors.shape[0],):
+        raise ValueError(f"valid_flags: expected a ({flat_anchors.shape[0]},) bool tensor, got "
+                         f"{getattr(valid_flags, 'shape', valid_flags)}")
+    if gt_labels is not None:
+        if not isinstance(gt_labels, torch.Tensor) or gt_labels.shape != (gt_bboxes.shape[0],):
+            raise ValueError(f"gt_labels: expected shape ({gt_bboxes.shape[0]},), got "
+                             f"{getattr(gt_labels, 'shape', gt_labels)}")
+        if gt_labels.numel() and (gt_labels.min() < 0 or gt_labels.max() >= num_classes):
+            raise ValueError(f"gt_labels: expected values in [0, {num_classes}), got "
+                             f"[{int(gt_labels.min())}, {int(gt_labels.max())}]")
+
+
+def anchor_targets_single(flat_anchors: torch.Tensor, valid_flags: torch.Tensor,
+                          gt_bboxes: torch.Tensor, img_shape: Sequence[int], *,
+                          assigner: Any, num_classes: int, box_coder: Any = None,
+                          sampler: Any = None, gt_labels: Optional[torch.Tensor] = None,
+                          gt_bboxes_ignore: Optional[torch.Tensor] = None,
+                          allowed_border: float = -1, pos_weight: float = -1.0,
+                          reg_decoded_bbox: bool = False, unmap_outputs: bool = True,
+                          generator: Optional[torch.Generator] = None
+                          ) -> Optional[ImageTargets]:
+    """Targets of one image for an anchor head (RetinaNet, RPN), mmdet semantics.
+
+    flat_anchors: (N, 4) float xyxy, all levels concatenated. valid_flags: (N,) bool.
+    gt_bboxes: (G, 4) float xyxy. img_shape: (H, W[, C]) before padding.
+    assigner: has ``assign(anchors, gt_bboxes, gt_bboxes_ignore, gt_labels)`` (e.g.
+        MaxIoUAssigner). sampler: ``sample(assign_result, priors, gt_bboxes,
+        gt_labels=..., generator=...)``; None means PseudoSampler.
+    box_coder: has ``encode(priors, gt_bboxes)``; required unless reg_decoded_bbox.
+    gt_labels: (G,) int64 in [0, num_classes), or None for RPN (positives get label 0).
+    Returns None when no anchor is inside the image.
+    """
+    _check_image_inputs(flat_anchors, valid_flags, gt_bboxes, gt_labels, num_classes)
+    if box_coder is None and not reg_decoded_bbox:
+        raise ValueError("box_coder: required unless reg_decoded_bbox=True, got None")
+    sampler = PseudoSampler() if sampler is None else sampler
+
+    # 1. anchors that are valid and inside the image
+    inside = _anchors.anchor_inside_flags(flat_anchors, valid_flags, img_shape,
+                                          allowed_border)  # (N,)
+    if not inside.any():
+        return None
+    anchors = flat_anchors[inside]  # (K, 4)
+
+    # 2. assign and sample
+    assign_result = assigner.assign(anchors, gt_bboxes, gt_bboxes_ignore, gt_labels)
+    sampling_result = sampler.sample(assign_result, anchors, gt_bboxes, gt_labels=gt_labels,
+                                     generator=generator)
+
+    # 3. targets on the inside anchors
+    if reg_decoded_bbox:
+        pos_bbox_targets = sampling_result.pos_gt_bboxes  # (P, 4)
+    elif sampling_result.pos_inds.numel() > 0:
+        pos_bbox_targets = box_coder.encode(sampling_result.pos_priors,
+                                            sampling_result.pos_gt_bboxes)  # (P, 4)
+    else:
+        pos_bbox_targets = anchors.new_zeros((0, 4), dtype=torch.float32)
+    labels, label_weights, bbox_targets, bbox_weights = _fill_targets(
+        anchors, sampling_result, num_classes, gt_labels, pos_weight, pos_bbox_targets)
+
+    # 4. back to all anchors: outside ones are background with zero weights
+    if unmap_outputs:
+        n = flat_anchors.shape[0]
+        labels = unmap(labels, n, inside, fill=num_classes)
+        label_weights = unmap(label_weights, n, inside)
+        bbox_targets = unmap(bbox_targets, n, inside)
+        bbox_weights = unmap(bbox_weights, n, inside)
+    return ImageTargets(labels, label_weights, bbox_targets, bbox_weights,
+                        sampling_result.pos_inds, sampling_result.neg_inds, sampling_result,
+                        assign_result)
+
+
+def rtmdet_targets_single(cls_scores: torch.Tensor, decoded_bboxes: torch.Tensor,
+                          flat_priors: torch.Tensor, valid_flags: torch.Tensor,
+                          gt_bboxes: torch.Tensor, gt_labels: torch.Tensor,
+                          img_shape: Sequence[int], *, num_classes: int,
+                          assigner: Optional[DynamicSoftLabelAssigner] = None,
+                          allowed_border: float = -1, pos_weight: float = -1.0,
+                          unmap_outputs: bool = True) -> Optional[ImageTargets]:
+    """Targets of one image for RTMDet (mmdet 3 ``RTMDetHead._get_targets_single``).
+
+    cls_scores: (N, C) logits. decoded_bboxes: (N, 4) predicted xyxy boxes.
+    flat_priors: (N, 4) points with strides (x, y, stride_w, stride_h).
+    valid_flags: (N,) bool. gt_bboxes: (G, 4). gt_labels: (G,) int64.
+    bbox_targets are the gt boxes themselves (decoded regression); assign_metrics is
+    the positive's IoU with its gt, 0 elsewhere.
+    """
+    _check_image_inputs(flat_priors, valid_flags, gt_bboxes, gt_labels, num_classes)
+    assigner = DynamicSoftLabelAssigner() if assigner is None else assigner
+    inside = _anchors.anchor_inside_flags(flat_priors, valid_flags, img_shape,
+                                          allowed_border)  # (N,)
+    if not inside.any():
+        return None
+    priors = flat_priors[inside]  # (K, 4)
+    assign_result = assigner.assign(cls_scores[inside], decoded_bboxes[inside], priors,
+                                    gt_bboxes, gt_labels)
+    sampling_result = PseudoSampler().sample(assign_result, priors, gt_bboxes)
+    labels, label_weights, bbox_targets, bbox_weights = _fill_targets(
+        priors, sampling_result, num_classes, gt_labels, pos_weight,
+        sampling_result.pos_gt_bboxes.to(priors.dtype))
+    assign_metrics = priors.new_zeros(priors.shape[0], dtype=torch.float32)  # (K,)
+    pos_inds = sampling_result.pos_inds
+    assign_metrics[pos_inds] = assign_result.max_overlaps[pos_inds].float()
+
+    if unmap_outputs:
+        n = flat_priors.shape[0]
+        labels = unmap(labels, n, inside, fill=num_classes)
+        label_weights = unmap(label_weights, n, inside)
+        bbox_targets = unmap(bbox_targets, n, inside)
+        bbox_weights = unmap(bbox_weights, n, inside)
+        assign_metrics = unmap(assign_metrics, n, inside)
+    return ImageTargets(labels, label_weights, bbox_targets, bbox_weights, pos_inds,
+                        sampling_result.neg_inds, sampling_result, assign_result,
+                        assign_metrics)
+
+
+# --------------------------------------------------------------------------- batch
+def _per_image(name: str, values, num_images: int) -> list:
+    if values is None:
+        return [None] * num_images
+    values = list(values)
+    if len(values) != num_images:
+        raise ValueError(
+            f"{name}: expected {num_images} entries (one per image), got {len(values)}")
+    return values
+
+
+def _concat_levels(anchor_list, valid_flag_list) -> tuple[list[int], list, list]:
+    if len(anchor_list) != len(valid_flag_list) or not anchor_list:
+        raise ValueError(f"anchor_list / valid_flag_list: expected the same non-zero number of "
+                         f"images, got {len(anchor_list)} and {len(valid_flag_list)}")
+    num_level_anchors = [int(a.shape[0]) for a in anchor_list[0]]
+    flat_anchors, flat_valid = [], []
+    for i, (levels, flags) in enumerate(zip(anchor_list, valid_flag_list)):
+        if [int(a.shape[0]) for a in levels] != num_level_anchors or len(flags) != len(levels):
+            raise ValueError(f"anchor_list[{i}]: expected levels of sizes {num_level_anchors} "
+                             "with one valid-flag tensor each")
+        flat_anchors.append(torch.cat(list(levels)))  # (N, 4)
+        flat_valid.append(torch.cat(list(flags)))  # (N,)
+    return num_level_anchors, flat_anchors, flat_valid
+
+
+def _gather(images: list[ImageTargets], num_level_anchors, with_metrics: bool) -> LevelTargets:
+    def levels(field: str) -> list[torch.Tensor]:
+        return images_to_levels([getattr(t, field) for t in images], num_level_anchors)
+
+    return LevelTargets(
+        labels=levels("labels"), label_weights=levels("label_weights"),
+        bbox_targets=levels("bbox_targets"), bbox_weights=levels("bbox_weights"),
+        num_total_pos=sum(max(int(t.pos_inds.numel()), 1) for t in images),
+        num_total_neg=sum(max(int(t.neg_inds.numel()), 1) for t in images),
+        images=images,
+        assign_metrics=levels("assign_metrics") if with_metrics else None)
+
+
+def anchor_targets(anchor_list: Sequence[Sequence[torch.Tensor]],
+                   valid_flag_list: Sequence[Sequence[torch.Tensor]],
+                   gt_bboxes_list: Sequence[torch.Tensor],
+                   img_shapes: Sequence[Sequence[int]], *,
+                   gt_labels_list: Optional[Sequence[torch.Tensor]] = None,
+                   gt_bboxes_ignore_list: Optional[Sequence[torch.Tensor]] = None,
+                   **single_kwargs) -> Optional[LevelTargets]:
+    """Targets of a batch for an anchor head, split by level (mmdet ``get_targets``).
+
+    anchor_list / valid_flag_list: per image, per level (n_l, 4) / (n_l,) tensors.
+    gt_bboxes_list: per image (G_i, 4). img_shapes: per image (H, W[, C]).
+    gt_labels_list: per image (G_i,) int64, or None (RPN).
+    single_kwargs: passed to ``anchor_targets_single`` (assigner, num_classes, ...);
+    a ``generator`` is shared by the images in order.
+    Returns None if some image has no anchor inside it.
+    Everything is computed on the full batch with unmapped outputs.
+    """
+    num_level_anchors, flat_anchors, flat_valid = _concat_levels(anchor_list, valid_flag_list)
+    num_images = len(flat_anchors)
+    gt_bboxes_list = _per_image("gt_bboxes_list", gt_bboxes_list, num_images)
+    img_shapes = _per_image("img_shapes", img_shapes, num_images)
+    gt_labels_list = _per_image("gt_labels_list", gt_labels_list, num_images)
+    ignore_list = _per_image("gt_bboxes_ignore_list", gt_bboxes_ignore_list, num_images)
+    images = []
+    for i in range(num_images):  # one image at a time, as upstream
+        t = anchor_targets_single(flat_anchors[i], flat_valid[i], gt_bboxes_list[i],
+                                  img_shapes[i], gt_labels=gt_labels_list[i],
+                                  gt_bboxes_ignore=ignore_list[i], unmap_outputs=True,
+                                  **single_kwargs)
+        if t is None:
+            return None
+        images.append(t)
+    return _gather(images, num_level_anchors, with_metrics=False)
+
+
+def rtmdet_targets(cls_scores: torch.Tensor, decoded_bboxes: torch.Tensor,
+                   anchor_list: Sequence[Sequence[torch.Tensor]],
+                   valid_flag_list: Sequence[Sequence[torch.Tensor]],
+                   gt_bboxes_list: Sequence[torch.Tensor],
+                   gt_labels_list: Sequence[torch.Tensor],
+                   img_shapes: Sequence[Sequence[int]], **single_kwargs
+                   ) -> Optional[LevelTargets]:
+    """RTMDet targets of a batch, split by level (mmdet 3 ``RTMDetHead.get_targets``).
+
+    cls_scores: (B, N, C) logits. decoded_bboxes: (B, N, 4) xyxy.
+    anchor_list / valid_flag_list: per image, per level (n_l, 4) points with strides
+    / (n_l,) bool. gt_bboxes_list / gt_labels_list / img_shapes: per image.
+    single_kwargs: passed to ``rtmdet_targets_single`` (num_classes, assigner, ...).
+    """
+    num_level_anchors, flat_priors, flat_valid = _concat_levels(anchor_list, valid_flag_list)
+    num_images = len(flat_priors)
+    if cls_scores.dim() != 3 or cls_scores.shape[:2] != (num_images, flat_priors[0].shape[0]):
+        raise ValueError(f"cls_scores: expected shape ({num_images}, "
+                         f"{flat_priors[0].shape[0]}, C), "
+                         f"got {tuple(cls_scores.shape)}")
+    if decoded_bboxes.shape != (num_images, flat_priors[0].shape[0], 4):
+        raise ValueError(f"decoded_bboxes: expected shape ({num_images}, "
+                         f"{flat_priors[0].shape[0]}, 4), got {tuple(decoded_bboxes.shape)}")
+    gt_bboxes_list = _per_image("gt_bboxes_list", gt_bboxes_list, num_images)
+    gt_labels_list = _per_image("gt_labels_list", gt_labels_list, num_images)
+    img_shapes = _per_image("img_shapes", img_shapes, num_images)
+    images = []
+    for i in range(num_images):
+        t = rtmdet_targets_single(cls_scores[i].detach(), decoded_bboxes[i].detach(),
+                                  flat_priors[i], flat_valid[i], gt_bboxes_list[i],
+                                  gt_labels_list[i], img_shapes[i], unmap_outputs=True,
+                                  **single_kwargs)
+        if t is None:
+            return None
+        images.append(t)
+    return _gather(images, num_level_anchors, with_metrics=True)
