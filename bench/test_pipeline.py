@@ -1,0 +1,130 @@
+"""Assignment, loss and post-processing workloads from the seeds."""
+
+import pytest
+import torch
+
+from bench import workloads as W
+
+
+def _same_gt_inds(a, b):
+    a_inds = getattr(a, "gt_inds", a)
+    b_inds = getattr(b, "gt_inds", b)
+    assert torch.equal(a_inds.cpu(), b_inds.cpu()), "assignment differs from the reference"
+
+
+@pytest.mark.parametrize("num_gts", [10, 100, 500])
+def test_max_iou_assign_retinanet(bench_case, impl_name, bench_device, num_gts):
+    anchors = W.retinanet_anchors(bench_device)
+    gts = W.random_gts(num_gts, bench_device)
+    labels = torch.arange(num_gts, device=bench_device) % 80
+
+    def make(m):
+        assigner = m.MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0,
+                                    ignore_iof_thr=-1)
+        return lambda: assigner.assign(anchors, gts, gt_labels=labels)
+    bench_case(f"MaxIoU assign {num_gts} x 182403", impl_name, make, check=_same_gt_inds,
+               rounds=3)
+
+
+@pytest.mark.parametrize("num_gts", [10, 100, 500])
+def test_detectron2_matcher(bench_case, impl_name, bench_device, num_gts):
+    anchors = W.retinanet_anchors(bench_device)
+    gts = W.random_gts(num_gts, bench_device)
+
+    def make(m):
+        matcher = m.Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True)
+
+        def run():
+            iou = m.pairwise_iou(gts, anchors)
+            return matcher(iou)
+        return run
+    bench_case(f"detectron2 Matcher {num_gts} x 182403", impl_name, make, rounds=3)
+
+
+@pytest.mark.parametrize("num_gts", [10, 50, 300])
+def test_dynamic_soft_label_assign(bench_case, impl_name, bench_device, num_gts):
+    points = W.rtmdet_points(bench_device)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(points.shape[0], 80, generator=g).to(bench_device)
+    gts = W.random_gts(num_gts, bench_device, height=640, width=640)
+    labels = (torch.arange(num_gts) % 80).to(bench_device)
+    ctr = points[:, :2]
+    decoded = torch.cat([ctr - 20, ctr + 20], 1)
+
+    def make(m):
+        assigner = m.DynamicSoftLabelAssigner(soft_center_radius=3.0, topk=13, iou_weight=3.0)
+        return lambda: assigner.assign(logits, decoded, points, gts, labels)
+    bench_case(f"DSL assign {num_gts} x 8400 x 80", impl_name, make, check=_same_gt_inds,
+               rounds=3)
+
+
+def test_sigmoid_focal_loss(bench_case, impl_name, bench_device):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(182403, 80, generator=g).to(bench_device)
+    labels = torch.full((182403,), 80, dtype=torch.long)
+    labels[::97] = torch.arange(len(labels[::97])) % 80
+    labels = labels.to(bench_device)
+
+    def make(m):
+        return lambda: m.sigmoid_focal_loss(logits, labels, reduction="sum")
+    bench_case("focal loss 182403 x 80", impl_name, make, rounds=3)
+
+
+def test_quality_focal_loss(bench_case, impl_name, bench_device):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8400, 80, generator=g).to(bench_device)
+    labels = torch.full((8400,), 80, dtype=torch.long)
+    labels[::50] = torch.arange(len(labels[::50])) % 80
+    scores = torch.rand(8400, generator=g)
+
+    def make(m):
+        return lambda: m.quality_focal_loss(logits, (labels.to(bench_device),
+                                                     scores.to(bench_device)), reduction="sum")
+    bench_case("QFL 8400 x 80", impl_name, make, rounds=5)
+
+
+def test_giou_loss(bench_case, impl_name, bench_device):
+    anchors = W.retinanet_anchors(bench_device)
+
+    def make(m):
+        return lambda: m.giou_loss(anchors, anchors + 2.0, reduction="sum")
+    bench_case("GIoU loss 182403", impl_name, make, rounds=5)
+
+
+@pytest.mark.parametrize("num", [1000, 5000, 30000])
+def test_nms(bench_case, impl_name, bench_device, num):
+    boxes, scores = W.random_boxes_scores(num, bench_device)
+
+    def make(m):
+        return lambda: m.nms(boxes, scores, 0.5)
+
+    def same(a, b):
+        assert set(a.tolist()) == set(b.tolist())
+    bench_case(f"NMS {num}", impl_name, make, check=same)
+
+
+@pytest.mark.parametrize("num", [1000, 5000, 30000])
+def test_batched_nms(bench_case, impl_name, bench_device, num):
+    boxes, scores = W.random_boxes_scores(num, bench_device)
+    idxs = (torch.arange(num) % 80).to(bench_device)
+
+    def make(m):
+        return lambda: m.batched_nms(boxes, scores, idxs, 0.5)
+
+    def same(a, b):
+        assert set(a.tolist()) == set(b.tolist())
+    bench_case(f"batched NMS {num}", impl_name, make, check=same)
+
+
+def test_roi_align_fpn(bench_case, impl_name, bench_device):
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, 256, 200 // 2 ** i, 304 // 2 ** i, generator=g).to(bench_device)
+             for i in range(4)]
+    boxes = W.random_gts(512, bench_device)
+    rois = torch.cat([torch.arange(512, device=bench_device)[:, None].float() % 2, boxes], 1)
+
+    def make(m):
+        pooler = m.MultiLevelRoIPooler(7, scales=[1 / 4, 1 / 8, 1 / 16, 1 / 32],
+                                       sampling_ratio=0, aligned=True, mapping="mmdet")
+        return lambda: pooler(feats, rois)
+    bench_case("RoIAlign 512 RoIs, 4-level FPN", impl_name, make, rounds=5)
