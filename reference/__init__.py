@@ -15,6 +15,9 @@ from reference.proposals import *  # noqa: F401,F403
 from reference.roi import *  # noqa: F401,F403
 from reference.sampling import *  # noqa: F401,F403
 from reference.targets import *  # noqa: F401,F403
+from reference.detectors import DETECTOR_NAMES, ImageList, build_detector  # noqa: F401
+from reference.detectors.faster_rcnn import load_torchvision_faster_rcnn_weights  # noqa: F401
+from reference.detectors.retinanet import load_torchvision_retinanet_weights  # noqa: F401
 
 __version__ = "0.1.0"
 
