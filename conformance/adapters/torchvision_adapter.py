@@ -286,3 +286,27 @@ class MultiLevelRoIPooler:
         result = torch.empty_like(out)
         result[order] = out
         return result
+
+
+# --------------------------------------------------------------------------- detectors
+def build_detector(name, num_classes=91, image_size=(800, 1216), **overrides):
+    """torchvision's own detectors under the reference's names (random weights).
+
+    torchvision models normalise and resize inside; the adapter turns both off
+    (mean 0, std 1, min/max size = the image size) so that the model sees exactly
+    the tensors the caller passes, as the reference's detectors do.
+    """
+    from torchvision.models import detection
+
+    builders = {
+        "retinanet_r50_fpn": detection.retinanet_resnet50_fpn,
+        "faster_rcnn_r50_fpn": detection.fasterrcnn_resnet50_fpn,
+    }
+    if name not in builders:
+        raise NotImplementedError(f"torchvision has no detector matching {name!r}")
+    if overrides.pop("flavour", "torchvision") != "torchvision":
+        raise NotImplementedError("torchvision builds torchvision-flavour detectors only")
+    h, w = image_size
+    return builders[name](weights=None, weights_backbone=None, num_classes=num_classes,
+                          min_size=min(h, w), max_size=max(h, w),
+                          image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0], **overrides)
