@@ -152,7 +152,8 @@ class SyntheticShapesConfig:
     num_train / num_val: images per split.
     objects: (min, max) shapes per image.
     object_size: (min, max) side of a shape's box, pixels (not tiny: >= 16).
-    max_overlap: a new shape's IoU with every earlier one stays below this.
+    max_overlap: shapes overlap by less than this fraction of the smaller one's box
+        (later shapes are drawn on top, so this bounds how much is hidden).
     clutter: (min, max) distractor strokes/dots drawn in the background.
     seed: the split's images are a pure function of (seed, split, index).
     """
@@ -167,7 +168,7 @@ class SyntheticShapesConfig:
     seed: int = 0
 
     def fingerprint(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True) + "|v1"
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True) + "|v2"
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -232,12 +233,12 @@ def write_synthetic_split(root: Path, split: str, count: int,
         json.dump(coco, f)
 
 
-def _box_iou_xyxy(a: Sequence[float], b: Sequence[float]) -> float:
+def _covered_fraction(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over the smaller box's area (catches containment, unlike IoU)."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / smaller if smaller > 0 else 0.0
 
 
 def _random_colour(rng: np.random.Generator, away_from: np.ndarray | None = None) -> tuple:
@@ -282,7 +283,7 @@ def _draw_synthetic_image(rng: np.random.Generator, config: SyntheticShapesConfi
         x1 = int(rng.integers(0, size - side + 1))
         y1 = int(rng.integers(0, size - side + 1))
         box = (x1, y1, x1 + side, y1 + side)
-        if any(_box_iou_xyxy(box, other) >= config.max_overlap for _, other in shapes):
+        if any(_covered_fraction(box, other) >= config.max_overlap for _, other in shapes):
             continue
         label = int(rng.integers(0, len(SHAPE_CLASSES)))
         box = _draw_shape(draw, SHAPE_CLASSES[label], box, _random_colour(rng, mean_bg), rng)
@@ -477,7 +478,11 @@ def build_transforms(train: bool, min_size: int, max_size: int,
     if min_size <= 0 or max_size < min_size:
         raise ValueError(f"min_size={min_size}, max_size={max_size}: expected "
                          "0 < min_size <= max_size")
-    steps: list = [v2.ToImage(), v2.Resize(min_size, max_size=max_size, antialias=True)]
+    if max_size > min_size:
+        resize = v2.Resize(min_size, max_size=max_size, antialias=True)
+    else:  # min == max: scale = max_size / longer side (v2 wants max_size > size)
+        resize = v2.Resize(size=None, max_size=max_size, antialias=True)
+    steps: list = [v2.ToImage(), resize]
     if train:
         steps.append(v2.RandomHorizontalFlip(0.5))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]

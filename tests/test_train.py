@@ -1,0 +1,315 @@
+"""Training loop, schedule, checkpoints, resume, torchrun and the CLIs around them.
+
+The runs use a stand-in detector defined here (``build_standin``, reachable as
+``--model test_train:build_standin`` with ``tests/`` on PYTHONPATH) that honours the
+detector interface of ``reference.detectors`` but costs milliseconds per step:
+one conv, global pooling, one box and one class per image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from reference.data import SyntheticShapesConfig, ensure_synthetic_dataset
+from reference.train import (
+    Schedule,
+    build_parser,
+    load_model_from_checkpoint,
+    lr_factor,
+    main,
+    save_checkpoint,
+)
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
+
+
+# --------------------------------------------------------------------------- stand-in
+class StandinDetector(nn.Module):
+    """Predicts one box and class per image; losses against the image's first gt.
+
+    nan_after / interrupt_after: after that many training forwards, return a NaN
+    loss / raise KeyboardInterrupt (a simulated kill). -1 disables.
+    """
+
+    def __init__(self, num_classes: int, hidden: int = 8, nan_after: int = -1,
+                 interrupt_after: int = -1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, hidden, 3, stride=4, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.box = nn.Linear(hidden, 4)
+        self.cls = nn.Linear(hidden, num_classes)
+        self.nan_after, self.interrupt_after = nan_after, interrupt_after
+        self.calls = 0
+
+    def forward(self, images, targets=None):
+        feats = torch.cat([self.features(im[None]) for im in images])  # (B, hidden)
+        sizes = torch.tensor([[im.shape[-1], im.shape[-2]] * 2 for im in images],
+                             dtype=torch.float32, device=feats.device)  # (B, 4)
+        rel = torch.sigmoid(self.box(feats))  # (B, 4): cx, cy, w, h relative
+        cxcy, wh = rel[:, :2], rel[:, 2:] / 2
+        boxes = torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=1) * sizes  # (B, 4) xyxy
+        logits = self.cls(feats)  # (B, C)
+        if not self.training:
+            scores, labels = logits.softmax(-1).max(-1)
+            return [{"boxes": b[None], "scores": s[None], "labels": l[None]}
+                    for b, s, l in zip(boxes, scores, labels)]
+        self.calls += 1
+        if self.calls - 1 == self.interrupt_after:
+            raise KeyboardInterrupt("simulated kill")
+        gt_boxes = torch.stack([t["boxes"][0] for t in targets])  # (B, 4)
+        gt_labels = torch.stack([t["labels"][0] for t in targets])  # (B,)
+        loss_box = ((boxes - gt_boxes) / sizes).abs().mean()
+        loss_cls = nn.functional.cross_entropy(logits, gt_labels)
+        if self.calls - 1 >= self.nan_after >= 0:
+            loss_cls = loss_cls * float("nan")
+        return {"loss_cls": loss_cls, "loss_box": loss_box}
+
+
+def build_standin(num_classes: int, **overrides) -> StandinDetector:
+    return StandinDetector(num_classes, **overrides)
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A 12-train / 6-val image synthetic set at 48 px."""
+    config = SyntheticShapesConfig(image_size=48, num_train=12, num_val=6,
+                                   object_size=(12, 24), objects=(1, 2))
+    return ensure_synthetic_dataset(config, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def _argv(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--model", "test_train:build_standin", "--data-path", str(data),
+            "--output-dir", str(out), "--min-size", "48", "--max-size", "48",
+            "--batch-size", "4", "--workers", "0", "--device", "cpu", "--lr", "0.01",
+            "--warmup-iters", "2", "--print-freq", "1", *extra]
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def _importable_standin(monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+
+
+# --------------------------------------------------------------------------- schedule
+def test_warmup_ramps_linearly_from_warmup_factor_to_one():
+    s = Schedule(steps_per_epoch=10, epochs=3, warmup_iters=4, warmup_factor=0.2)
+    assert lr_factor(0, s) == pytest.approx(0.2)
+    assert lr_factor(2, s) == pytest.approx(0.6)
+    assert lr_factor(4, s) == pytest.approx(1.0)
+
+
+def test_multistep_multiplies_by_gamma_at_each_listed_epoch():
+    s = Schedule(steps_per_epoch=10, epochs=26, lr_steps=(16, 22), gamma=0.1)
+    assert lr_factor(159, s) == pytest.approx(1.0)
+    assert lr_factor(160, s) == pytest.approx(0.1)
+    assert lr_factor(220, s) == pytest.approx(0.01)
+
+
+def test_cosine_goes_from_one_to_zero_through_one_half():
+    s = Schedule(steps_per_epoch=10, epochs=2, kind="cosine")
+    assert lr_factor(0, s) == pytest.approx(1.0)
+    assert lr_factor(10, s) == pytest.approx(0.5)
+    assert lr_factor(20, s) == pytest.approx(0.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- command line
+def test_help_lists_the_torchvision_style_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--data-path", "--epochs", "--lr-steps", "--aspect-ratio-group-factor",
+                 "--weights-backbone", "--resume", "--amp", "--clip-grad", "--optimizer",
+                 "--lr-schedule", "--warmup-iters", "--workers", "--seed", "--output-dir"):
+        assert flag in text
+
+
+def test_amp_on_cpu_is_a_clear_usage_error(tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(_argv(tiny_data, tmp_path, "--amp"))
+    assert exc.value.code == 2
+    assert "--amp needs a CUDA device" in capsys.readouterr().err
+
+
+def test_missing_annotation_file_stops_with_a_message_naming_it(tmp_path, capsys):
+    code = main(["--model", "test_train:build_standin", "--train-ann", str(tmp_path / "no.json"),
+                 "--train-images", str(tmp_path), "--val-ann", str(tmp_path / "no.json"),
+                 "--val-images", str(tmp_path), "--output-dir", str(tmp_path / "out"),
+                 "--device", "cpu"])
+    assert code == 2
+    assert "no.json" in capsys.readouterr().err
+
+
+def test_named_backbone_weights_give_a_clear_offline_error(tiny_data, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    code = main(_argv(tiny_data, tmp_path / "out", "--epochs", "1",
+                      "--weights-backbone", "ResNet50_Weights.IMAGENET1K_V1"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "never downloads" in err and "download.pytorch.org" in err
+
+
+def test_local_backbone_weights_file_is_loaded(tiny_data, tmp_path, capsys):
+    donor = build_standin(4)
+    with torch.no_grad():
+        donor.features[0].weight.fill_(0.125)
+    torch.save(donor.state_dict(), tmp_path / "backbone.pth")
+    out = tmp_path / "out"
+    assert main(_argv(tiny_data, out, "--epochs", "1", "--lr", "0", "--no-eval",
+                      "--weights-backbone", str(tmp_path / "backbone.pth"))) == 0
+    assert "'loaded': 11" in capsys.readouterr().err
+    model, _ = load_model_from_checkpoint(out / "checkpoint.pth")
+    # lr 0 and no weight decay effect: the loaded values survive training
+    assert torch.allclose(model.features[0].weight, torch.full_like(model.features[0].weight,
+                                                                     0.125))
+
+
+# --------------------------------------------------------------------------- training
+def test_a_few_steps_write_log_checkpoint_curves_and_coco_stats(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert main(_argv(tiny_data, out, "--epochs", "2")) == 0
+    log = _log(out)
+    steps = [e for e in log if e["type"] == "step"]
+    epochs = [e for e in log if e["type"] == "epoch"]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4, 5, 6]  # 12 images / 4 per step x 2
+    assert all(math.isfinite(e["loss"]) and e["images_per_s"] > 0 for e in steps)
+    assert set(steps[0]["losses"]) == {"loss_cls", "loss_box"}
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert len(epochs[-1]["coco"]) == 12 and "AP" in epochs[-1]["coco"]
+    checkpoint = torch.load(out / "checkpoint.pth", weights_only=False)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (2, 6)
+    assert checkpoint["class_names"] == ["circle", "square", "triangle", "cross"]
+    assert (out / "curves.png").stat().st_size > 0
+    assert not list(out.glob("*.tmp*"))  # atomic writes leave no temporaries
+
+
+def test_resume_after_a_kill_ends_with_the_same_steps_as_an_uninterrupted_run(tiny_data,
+                                                                              tmp_path):
+    # Uninterrupted: 3 epochs x 3 steps.
+    full = tmp_path / "full"
+    assert main(_argv(tiny_data, full, "--epochs", "3", "--no-eval")) == 0
+    # Killed in the middle of epoch 2 (after 4 steps: 3 of epoch 1 + 1 of epoch 2).
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        main(_argv(tiny_data, cut, "--epochs", "3", "--no-eval",
+                   "--model-override", "interrupt_after=4"))
+    assert torch.load(cut / "checkpoint.pth", weights_only=False)["epoch"] == 1
+    # Resumed from the last checkpoint: epochs 2 and 3 run in full.
+    assert main(_argv(tiny_data, cut, "--epochs", "3", "--no-eval",
+                      "--resume", str(cut / "checkpoint.pth"))) == 0
+    a = torch.load(full / "checkpoint.pth", weights_only=False)
+    b = torch.load(cut / "checkpoint.pth", weights_only=False)
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (3, 9)
+    epochs_logged = [e["epoch"] for e in _log(cut) if e["type"] == "epoch"]
+    assert epochs_logged == [0, 1, 2]  # no lost epoch, none repeated
+    # Same data order, schedule and RNG: the resumed run ends at the same weights.
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5), key
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tiny_data,
+                                                                            tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = main(_argv(tiny_data, out, "--epochs", "3", "--no-eval",
+                      "--model-override", "nan_after=4"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "loss is nan at epoch 1 step 4" in err and "checkpoint.pth" in err
+    checkpoint = torch.load(out / "checkpoint.pth", weights_only=False)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 3)
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values()
+               if v.is_floating_point())
+    assert _log(out)[-1]["type"] == "nonfinite"
+
+
+def test_torchrun_with_two_cpu_processes_trains_with_ddp(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(REPO),
+                                                         os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--standalone", "-m", "reference.train",
+           *_argv(tiny_data, out, "--epochs", "2")]
+    # Own process group, so a hang can be cleaned up with the workers, not just the launcher.
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
+    log = _log(out)
+    start = next(e for e in log if e["type"] == "start")
+    assert start["world_size"] == 2
+    # 12 images over 2 ranks = 6 per rank = 2 steps of 4 (ceil) per epoch
+    assert start["steps_per_epoch"] == 2
+    steps = [e for e in log if e["type"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4]  # rank 0 alone logs
+    assert all(e["images_per_s"] > 0 for e in steps)
+    checkpoint = torch.load(out / "checkpoint.pth", weights_only=False)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (2, 4)
+    assert not any(k.startswith("module.") for k in checkpoint["model"])
+
+
+# --------------------------------------------------------------------------- other CLIs
+def test_evaluate_and_predict_cli_use_the_checkpoint(tiny_data, tmp_path, capsys):
+    from reference import evaluate, predict
+
+    out = tmp_path / "run"
+    assert main(_argv(tiny_data, out, "--epochs", "1", "--no-eval")) == 0
+    capsys.readouterr()
+    stats_file = tmp_path / "stats.json"
+    assert evaluate.main(["--checkpoint", str(out / "checkpoint.pth"),
+                          "--json-out", str(stats_file)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("Average Precision") == 6 and printed.count("Average Recall") == 6
+    assert len(json.loads(stats_file.read_text())) == 12
+    image = tiny_data / "val2017" / "000000.png"
+    drawn = tmp_path / "drawn.png"
+    assert predict.main(["--checkpoint", str(out / "checkpoint.pth"), "--image", str(image),
+                         "--out", str(drawn), "--score-threshold", "0"]) == 0
+    from PIL import Image
+    with Image.open(drawn) as im, Image.open(image) as orig:
+        assert im.size == orig.size
+
+
+def test_checkpoint_is_replaced_atomically(tmp_path):
+    path = tmp_path / "c.pth"
+    save_checkpoint({"a": 1}, path)
+    save_checkpoint({"a": 2}, path)
+    assert torch.load(path)["a"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pth"]
+
+
+def test_real_small_retinanet_trains_a_few_steps_and_evaluates(tiny_data, tmp_path):
+    detectors = pytest.importorskip("reference.detectors")
+    if "retinanet" not in detectors.DETECTOR_NAMES:
+        pytest.skip("reference.detectors has no retinanet yet")
+    out = tmp_path / "retina"
+    argv = _argv(tiny_data, out, "--epochs", "1", "--model-override", "fpn_channels=16",
+                 "--model-override", "head_channels=16", "--lr", "0.001")
+    argv[argv.index("test_train:build_standin")] = "retinanet"
+    assert main(argv) == 0
+    epoch = next(e for e in _log(out) if e["type"] == "epoch")
+    assert epoch["step"] == 3 and len(epoch["coco"]) == 12
+    model, checkpoint = load_model_from_checkpoint(out / "checkpoint.pth")
+    assert checkpoint["model_overrides"] == {"fpn_channels": 16, "head_channels": 16}
