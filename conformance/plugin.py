@@ -260,7 +260,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if not _is_conformance(item):
         return
     # A protocol callable that raises NotImplementedError is "not implemented".
-    if call.excinfo is not None and call.excinfo.errisinstance(NotImplementedError):
+    if call.excinfo is not None and _only_not_implemented(call.excinfo.value):
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0,
                            f"not implemented: {call.excinfo.value}")
@@ -272,6 +272,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         )
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         s.results[item.nodeid] = _classify(item, report)
+
+
+def _only_not_implemented(exc: BaseException) -> bool:
+    """NotImplementedError, or a group of them (hypothesis groups distinct failures)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_not_implemented(e) for e in exc.exceptions)
+    return isinstance(exc, NotImplementedError)
 
 
 def _classify(item: pytest.Item, report: pytest.TestReport) -> dict:

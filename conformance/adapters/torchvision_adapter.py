@@ -18,7 +18,7 @@ import torch
 import torchvision
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator as _TVAnchorGenerator
-from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.image_list import ImageList as _ImageList
 from torchvision.ops import boxes as box_ops
 
 __version__ = torchvision.__version__
@@ -64,7 +64,7 @@ def box_area(boxes):
 def _tv_grid_anchors(generator, image_size, featmap_sizes, device):
     """Run torchvision's generator on dummy tensors and split its output per level."""
     h, w = int(image_size[0]), int(image_size[1])
-    images = ImageList(torch.zeros(1, 1, h, w, device=device), [(h, w)])
+    images = _ImageList(torch.zeros(1, 1, h, w, device=device), [(h, w)])
     feats = [torch.zeros(1, 1, int(fh), int(fw), device=device) for fh, fw in featmap_sizes]
     (anchors,) = generator(images, feats)
     counts = [
@@ -236,6 +236,8 @@ def giou_loss(pred, target, weight=None, reduction="mean", avg_factor=None, *,
               flavour="torchvision", eps=None, loss_weight=1.0):
     """torchvision.ops.generalized_box_iou_loss (eps 1e-7 added)."""
     _plain_loss(weight, avg_factor, loss_weight)
+    if flavour != "torchvision":
+        raise NotImplementedError(f"torchvision has only its own GIoU eps rule, not {flavour}'s")
     from torchvision.ops import generalized_box_iou_loss
     return generalized_box_iou_loss(pred, target, reduction=reduction,
                                     eps=1e-7 if eps is None else eps)
@@ -286,27 +288,3 @@ class MultiLevelRoIPooler:
         result = torch.empty_like(out)
         result[order] = out
         return result
-
-
-# --------------------------------------------------------------------------- detectors
-def build_detector(name, num_classes=91, image_size=(800, 1216), **overrides):
-    """torchvision's own detectors under the reference's names (random weights).
-
-    torchvision models normalise and resize inside; the adapter turns both off
-    (mean 0, std 1, min/max size = the image size) so that the model sees exactly
-    the tensors the caller passes, as the reference's detectors do.
-    """
-    from torchvision.models import detection
-
-    builders = {
-        "retinanet_r50_fpn": detection.retinanet_resnet50_fpn,
-        "faster_rcnn_r50_fpn": detection.fasterrcnn_resnet50_fpn,
-    }
-    if name not in builders:
-        raise NotImplementedError(f"torchvision has no detector matching {name!r}")
-    if overrides.pop("flavour", "torchvision") != "torchvision":
-        raise NotImplementedError("torchvision builds torchvision-flavour detectors only")
-    h, w = image_size
-    return builders[name](weights=None, weights_backbone=None, num_classes=num_classes,
-                          min_size=min(h, w), max_size=max(h, w),
-                          image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0], **overrides)
