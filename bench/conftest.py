@@ -118,9 +118,9 @@ def bench_case(benchmark, bench_device, implementations, request):
     """Time ``make(impl)`` for one implementation and record it.
 
     ``bench_case(workload, impl_name, make, check=None, output_bytes=None)``:
-    ``make(impl_module)`` returns a zero-argument callable doing the work (it
-    raises NotImplementedError or AttributeError when the implementation lacks
-    the component: the case is then skipped). ``check(result_impl, result_ref)``
+    ``make(impl_module)`` looks up the protocol names it needs and returns a
+    zero-argument callable doing the work; a missing name (AttributeError) or
+    NotImplementedError while making it skips the case. ``check(result_impl, result_ref)``
     compares the result once with the reference's.
     """
 

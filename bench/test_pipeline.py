@@ -33,11 +33,8 @@ def test_detectron2_matcher(bench_case, impl_name, bench_device, num_gts):
 
     def make(m):
         matcher = m.Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True)
-
-        def run():
-            iou = m.pairwise_iou(gts, anchors)
-            return matcher(iou)
-        return run
+        pairwise_iou = m.pairwise_iou
+        return lambda: matcher(pairwise_iou(gts, anchors))
     bench_case(f"detectron2 Matcher {num_gts} x 182403", impl_name, make, rounds=3)
 
 
@@ -77,9 +74,11 @@ def test_quality_focal_loss(bench_case, impl_name, bench_device):
     labels[::50] = torch.arange(len(labels[::50])) % 80
     scores = torch.rand(8400, generator=g)
 
+    target = (labels.to(bench_device), scores.to(bench_device))
+
     def make(m):
-        return lambda: m.quality_focal_loss(logits, (labels.to(bench_device),
-                                                     scores.to(bench_device)), reduction="sum")
+        qfl = m.quality_focal_loss
+        return lambda: qfl(logits, target, reduction="sum")
     bench_case("QFL 8400 x 80", impl_name, make, rounds=5)
 
 
@@ -116,15 +115,24 @@ def test_batched_nms(bench_case, impl_name, bench_device, num):
     bench_case(f"batched NMS {num}", impl_name, make, check=same)
 
 
-def test_roi_align_fpn(bench_case, impl_name, bench_device):
+@pytest.mark.parametrize("flavour", ["mmdet", "torchvision"])
+def test_roi_align_fpn(bench_case, impl_name, bench_device, flavour):
     g = torch.Generator().manual_seed(0)
     feats = [torch.randn(2, 256, 200 // 2 ** i, 304 // 2 ** i, generator=g).to(bench_device)
              for i in range(4)]
     boxes = W.random_gts(512, bench_device)
     rois = torch.cat([torch.arange(512, device=bench_device)[:, None].float() % 2, boxes], 1)
 
+    # mmdet: aligned, adaptive sampling; torchvision's MultiScaleRoIAlign: legacy
+    # alignment, 2x2 samples per bin, its own level mapping.
+    aligned, ratio = (True, 0) if flavour == "mmdet" else (False, 2)
+
     def make(m):
         pooler = m.MultiLevelRoIPooler(7, scales=[1 / 4, 1 / 8, 1 / 16, 1 / 32],
-                                       sampling_ratio=0, aligned=True, mapping="mmdet")
+                                       sampling_ratio=ratio, aligned=aligned, mapping=flavour)
         return lambda: pooler(feats, rois)
-    bench_case("RoIAlign 512 RoIs, 4-level FPN", impl_name, make, rounds=5)
+
+    def same(a, b):
+        assert torch.allclose(a, b, atol=1e-4), "RoI features differ from the reference"
+    bench_case(f"RoIAlign 512 RoIs, 4-level FPN ({flavour})", impl_name, make, check=same,
+               rounds=5)

@@ -36,7 +36,7 @@ def test_training_step(bench_case, impl_name, bench_device, detector):
     def make(m):
         torch.manual_seed(0)
         if impl_name == "torchvision":
-            model = m.build_detector(detector, num_classes=91, image_size=size)
+            model = W.torchvision_detector(detector, num_classes=91, image_size=size)
         elif detector == "rtmdet_tiny":
             model = m.build_detector(detector, num_classes=91)
         else:
