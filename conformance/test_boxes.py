@@ -71,28 +71,20 @@ def t(array, device, dtype=torch.float32):
 
 
 # --------------------------------------------------------------------------- differential
-@pytest.mark.spec("IOU-2")
+# The three modes of box_iou, each its own clause; iou is the default (no mode given).
+MODE_KWARGS = [
+    pytest.param({}, id="iou", marks=pytest.mark.spec("IOU-2")),
+    pytest.param({"mode": "iof"}, id="iof", marks=pytest.mark.spec("IOU-3")),
+    pytest.param({"mode": "giou"}, id="giou", marks=pytest.mark.spec("IOU-4")),
+]
+
+
+@pytest.mark.parametrize("kwargs", MODE_KWARGS)
 @given(pair=box_pairs())
-def test_pairwise_iou_matches_the_oracle(impl, device, pair):
+def test_pairwise_overlaps_match_the_oracle(impl, device, kwargs, pair):
     b1, b2 = pair
-    got = impl.get("box_iou")(t(b1, device), t(b2, device))
-    assert_close(got, oracle.box_iou(b1, b2), impl)
-
-
-@pytest.mark.spec("IOU-3")
-@given(pair=box_pairs())
-def test_pairwise_iof_matches_the_oracle(impl, device, pair):
-    b1, b2 = pair
-    got = impl.get("box_iou")(t(b1, device), t(b2, device), mode="iof")
-    assert_close(got, oracle.box_iou(b1, b2, mode="iof"), impl)
-
-
-@pytest.mark.spec("IOU-4")
-@given(pair=box_pairs())
-def test_pairwise_giou_matches_the_oracle(impl, device, pair):
-    b1, b2 = pair
-    got = impl.get("box_iou")(t(b1, device), t(b2, device), mode="giou")
-    assert_close(got, oracle.box_iou(b1, b2, mode="giou"), impl)
+    got = impl.get("box_iou")(t(b1, device), t(b2, device), **kwargs)
+    assert_close(got, oracle.box_iou(b1, b2, **kwargs), impl)
 
 
 @pytest.mark.spec("IOU-5")
@@ -124,22 +116,21 @@ def test_box_area_matches_the_oracle(impl, device, data, batch):
     assert_close(got, oracle.box_area(boxes), impl)
 
 
-@pytest.mark.spec("IOU-16")
-@pytest.mark.flavour("detectron2")
-@given(pair=box_pairs())
-def test_detectron2_pairwise_iou_matches_the_oracle(impl, device, pair):
-    b1, b2 = pair
-    got = impl.get("pairwise_iou")(t(b1, device), t(b2, device))
-    assert_close(got, oracle.pairwise_iou(b1, b2), impl)
+# detectron2's pairwise_iou and torchvision's box_iou, each against its own oracle.
+FLAVOUR_IOUS = [
+    pytest.param("pairwise_iou", oracle.pairwise_iou, id="detectron2",
+                 marks=[pytest.mark.spec("IOU-16"), pytest.mark.flavour("detectron2")]),
+    pytest.param("box_iou_torchvision", oracle.box_iou_torchvision, id="torchvision",
+                 marks=[pytest.mark.spec("IOU-17"), pytest.mark.flavour("torchvision")]),
+]
 
 
-@pytest.mark.spec("IOU-17")
-@pytest.mark.flavour("torchvision")
+@pytest.mark.parametrize("name,expected", FLAVOUR_IOUS)
 @given(pair=box_pairs())
-def test_torchvision_box_iou_matches_the_oracle(impl, device, pair):
+def test_flavour_iou_matches_the_oracle(impl, device, name, expected, pair):
     b1, b2 = pair
-    got = impl.get("box_iou_torchvision")(t(b1, device), t(b2, device))
-    assert_close(got, oracle.box_iou_torchvision(b1, b2), impl)
+    got = impl.get(name)(t(b1, device), t(b2, device))
+    assert_close(got, expected(b1, b2), impl)
 
 
 @pytest.mark.spec("IOU-2")
@@ -269,25 +260,15 @@ def test_values_do_not_depend_on_whether_inputs_require_grad(impl, device, pair,
 
 
 # --------------------------------------------------------------------------- worked examples
-@pytest.mark.spec("IOU-2")
-def test_mmdet_docstring_example_gives_hand_computed_ious(impl, device):
-    got = impl.get("box_iou")(t(MMDET_DOC_BOXES1, device), t(MMDET_DOC_BOXES2, device))
+@pytest.mark.parametrize("kwargs,table", [
+    pytest.param({}, MMDET_DOC_IOU, id="iou", marks=pytest.mark.spec("IOU-2")),
+    pytest.param({"mode": "iof"}, MMDET_DOC_IOF, id="iof", marks=pytest.mark.spec("IOU-3")),
+    pytest.param({"mode": "giou"}, MMDET_DOC_GIOU, id="giou", marks=pytest.mark.spec("IOU-4")),
+])
+def test_mmdet_docstring_example_gives_hand_computed_overlaps(impl, device, kwargs, table):
+    got = impl.get("box_iou")(t(MMDET_DOC_BOXES1, device), t(MMDET_DOC_BOXES2, device), **kwargs)
     assert tuple(got.shape) == (3, 3)
-    assert_close(got, MMDET_DOC_IOU, impl)
-
-
-@pytest.mark.spec("IOU-3")
-def test_mmdet_docstring_example_gives_hand_computed_iofs(impl, device):
-    got = impl.get("box_iou")(t(MMDET_DOC_BOXES1, device), t(MMDET_DOC_BOXES2, device),
-                              mode="iof")
-    assert_close(got, MMDET_DOC_IOF, impl)
-
-
-@pytest.mark.spec("IOU-4")
-def test_mmdet_docstring_example_gives_hand_computed_gious(impl, device):
-    got = impl.get("box_iou")(t(MMDET_DOC_BOXES1, device), t(MMDET_DOC_BOXES2, device),
-                              mode="giou")
-    assert_close(got, MMDET_DOC_GIOU, impl)
+    assert_close(got, table, impl)
 
 
 @pytest.mark.spec("IOU-5")

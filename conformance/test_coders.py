@@ -70,6 +70,12 @@ def delta_arrays(n: int, k: int, bound: int = 96):
     ).map(lambda xs: np.array(xs, dtype=np.float64).reshape(n, k * 4))
 
 
+def point_arrays(n: int):
+    """(n, 2) points (x, y) on the same 1/8 grid as the boxes."""
+    return st.lists(st.tuples(COORD, COORD), min_size=n, max_size=n).map(
+        lambda xs: np.array(xs, dtype=np.float64).reshape(n, 2))
+
+
 @st.composite
 def priors_and_deltas(draw, max_n: int = 6, max_k: int = 3, bound: int = 96):
     n, k = draw(st.integers(0, max_n)), draw(st.integers(1, max_k))
@@ -175,49 +181,33 @@ def test_mmdet_decode_with_centre_clamp_matches_loop_oracle(impl, device, data, 
     close_rowwise(out, oracle.delta_decode(priors, deltas, ctr_clamp=ctr), impl)
 
 
-@pytest.mark.flavour("detectron2")
-@pytest.mark.spec("COD-3")
+# detectron2 get_deltas(prior, gt) and torchvision encode_single(gt, prior) (arguments
+# reversed upstream; make_torchvision passes the gt first): the same weighted code.
+WEIGHTED_ENCODERS = [
+    pytest.param(make_detectron2, id="detectron2",
+                 marks=[pytest.mark.flavour("detectron2"), pytest.mark.spec("COD-3")]),
+    pytest.param(make_torchvision, id="torchvision",
+                 marks=[pytest.mark.flavour("torchvision"), pytest.mark.spec("COD-4")]),
+]
+
+
+@pytest.mark.parametrize("make", WEIGHTED_ENCODERS)
 @given(pair=prior_target_pairs(), stds=STDS)
-def test_detectron2_get_deltas_matches_loop_oracle(impl, device, pair, stds):
+def test_weighted_encode_matches_loop_oracle(impl, device, make, pair, stds):
     priors, targets = pair
     weights = tuple(1.0 / s for s in stds)
-    out = impl.get("Box2BoxTransform")(weights).get_deltas(
-        tensor(priors, device), tensor(targets, device))
+    out = make(impl, stds).encode(tensor(priors, device), tensor(targets, device))
     assert_close(out, oracle.delta_encode(priors, targets, weights=weights), impl, what="deltas")
 
 
-@pytest.mark.flavour("detectron2")
+# detectron2 apply_deltas(deltas, prior) and torchvision decode_single(deltas, prior).
+@pytest.mark.parametrize("make", DELTA_CODERS[1:])
 @pytest.mark.spec("COD-9")
 @given(data=priors_and_deltas(), stds=STDS)
-def test_detectron2_apply_deltas_matches_loop_oracle(impl, device, data, stds):
+def test_weighted_decode_matches_loop_oracle(impl, device, make, data, stds):
     priors, deltas = data
     weights = tuple(1.0 / s for s in stds)
-    out = impl.get("Box2BoxTransform")(weights).apply_deltas(
-        tensor(deltas, device), tensor(priors, device))
-    expected = oracle.delta_decode(priors, deltas, weights=weights, clamp_below=False)
-    close_rowwise(out, expected, impl)
-
-
-@pytest.mark.flavour("torchvision")
-@pytest.mark.spec("COD-4")
-@given(pair=prior_target_pairs(), stds=STDS)
-def test_torchvision_encode_single_takes_gt_first_and_matches_loop_oracle(
-        impl, device, pair, stds):
-    priors, targets = pair
-    weights = tuple(1.0 / s for s in stds)
-    out = impl.get("BoxCoder")(weights).encode_single(
-        tensor(targets, device), tensor(priors, device))
-    assert_close(out, oracle.delta_encode(priors, targets, weights=weights), impl, what="deltas")
-
-
-@pytest.mark.flavour("torchvision")
-@pytest.mark.spec("COD-9")
-@given(data=priors_and_deltas(), stds=STDS)
-def test_torchvision_decode_single_matches_loop_oracle(impl, device, data, stds):
-    priors, deltas = data
-    weights = tuple(1.0 / s for s in stds)
-    out = impl.get("BoxCoder")(weights).decode_single(
-        tensor(deltas, device), tensor(priors, device))
+    out = make(impl, stds).decode(tensor(priors, device), tensor(deltas, device))
     expected = oracle.delta_decode(priors, deltas, weights=weights, clamp_below=False)
     close_rowwise(out, expected, impl)
 
@@ -254,8 +244,7 @@ def test_torchvision_decode_single_agrees_with_live_torchvision(impl, device, da
 @given(n=st.integers(0, 6), data=st.data(), max_dis=st.sampled_from([None, 4.0, 16.0]))
 def test_bbox2distance_matches_loop_oracle(impl, device, n, data, max_dis):
     boxes = data.draw(box_arrays(n))
-    points = np.array(data.draw(st.lists(st.tuples(COORD, COORD), min_size=n, max_size=n)),
-                      dtype=np.float64).reshape(n, 2)
+    points = data.draw(point_arrays(n))
     out = impl.get("bbox2distance")(tensor(points, device), tensor(boxes, device),
                                     max_dis=max_dis)
     assert_close(out, oracle.distance_encode(points, boxes, max_dis), impl, what="distances")
@@ -264,8 +253,7 @@ def test_bbox2distance_matches_loop_oracle(impl, device, n, data, max_dis):
 @pytest.mark.spec("COD-23")
 @given(n=st.integers(0, 6), data=st.data(), max_shape=st.sampled_from([None, (40, 60)]))
 def test_distance2bbox_matches_loop_oracle(impl, device, n, data, max_shape):
-    points = np.array(data.draw(st.lists(st.tuples(COORD, COORD), min_size=n, max_size=n)),
-                      dtype=np.float64).reshape(n, 2)
+    points = data.draw(point_arrays(n))
     dist = data.draw(delta_arrays(n, 1, bound=1024))  # distances in [-64, 64]
     out = impl.get("distance2bbox")(tensor(points, device), tensor(dist, device),
                                     max_shape=max_shape)
@@ -276,8 +264,7 @@ def test_distance2bbox_matches_loop_oracle(impl, device, n, data, max_shape):
 @given(n=st.integers(0, 6), data=st.data(), clip=st.booleans())
 def test_distance_point_coder_matches_loop_oracle(impl, device, n, data, clip):
     boxes = data.draw(box_arrays(n))
-    points = np.array(data.draw(st.lists(st.tuples(COORD, COORD), min_size=n, max_size=n)),
-                      dtype=np.float64).reshape(n, 2)
+    points = data.draw(point_arrays(n))
     coder = impl.get("DistancePointBBoxCoder")(clip_border=clip)
     p = tensor(points, device)
     codes = coder.encode(p, tensor(boxes, device), max_dis=32.0)
@@ -391,8 +378,7 @@ def test_mmdet_batched_encode_and_decode_equal_per_image_calls(impl, device, b, 
 @given(n=st.integers(0, 6), data=st.data())
 def test_distance2bbox_inverts_bbox2distance(impl, device, n, data):
     boxes = data.draw(box_arrays(n))
-    points = np.array(data.draw(st.lists(st.tuples(COORD, COORD), min_size=n, max_size=n)),
-                      dtype=np.float64).reshape(n, 2)
+    points = data.draw(point_arrays(n))
     p = tensor(points, device)
     dist = impl.get("bbox2distance")(p, tensor(boxes, device))
     assert_close(impl.get("distance2bbox")(p, dist), boxes, impl, what="round trip")
@@ -402,8 +388,7 @@ def test_distance2bbox_inverts_bbox2distance(impl, device, n, data):
 @given(n=st.integers(0, 6), data=st.data(), max_dis=st.sampled_from([1.0, 8.0, 100.0]))
 def test_bbox2distance_with_max_dis_stays_in_range(impl, device, n, data, max_dis):
     boxes = data.draw(box_arrays(n))
-    points = np.array(data.draw(st.lists(st.tuples(COORD, COORD), min_size=n, max_size=n)),
-                      dtype=np.float64).reshape(n, 2)
+    points = data.draw(point_arrays(n))
     out = to_numpy(impl.get("bbox2distance")(tensor(points, device), tensor(boxes, device),
                                              max_dis=max_dis))
     assert (out >= 0).all() and (out <= max_dis - 0.1 + 1e-5).all()

@@ -14,14 +14,12 @@ import torch
 
 from conformance.oracles import anchors as oracle
 from golden.case import GoldenCase, exact_sha256, sampled_rows
+from golden.cases._inputs import (FIRST_P3_ANCHOR, RETINANET_FEATMAPS, RETINANET_RATIOS,
+                                  RETINANET_STRIDES, RTMDET_FEATMAPS, RTMDET_STRIDES, SAMPLES,
+                                  sample_index)
 
-FEATMAPS_800x1216 = [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
-RETINANET_STRIDES = [8, 16, 32, 64, 128]
-RATIOS = [0.5, 1.0, 2.0]
 OCTAVE_SIZES = [[x * 2 ** (i / 3) for i in range(3)] for x in (32, 64, 128, 256, 512)]
 TORCHVISION_SIZES = [[int(s) for s in level] for level in OCTAVE_SIZES]
-RTMDET_FEATMAPS_640 = [(80, 80), (40, 40), (20, 20)]
-SAMPLES = 256
 
 
 def _summary(levels) -> dict:
@@ -31,11 +29,6 @@ def _summary(levels) -> dict:
         "sampled_rows": sampled_rows(torch.cat([t.detach().cpu() for t in levels]), SAMPLES),
         "sums": np.stack([t.detach().cpu().double().sum(dim=0).numpy() for t in levels]),
     }
-
-
-def _sample_index(total: int) -> np.ndarray:
-    """The row indices ``sampled_rows`` picks (evenly spaced, first and last)."""
-    return np.unique(np.linspace(0, total - 1, num=min(SAMPLES, total)).round().astype(np.int64))
 
 
 def _level_of(index: int, counts) -> tuple[int, int]:
@@ -59,42 +52,43 @@ def _closed_form_sums(base_anchors, featmap_size, stride_wh, offset=0.0) -> np.n
 
 def _check_anchor_summary(out, bases, strides_wh, offset=0.0, what="anchors") -> None:
     """Sampled rows and sums against the oracle, level by level."""
-    counts = [len(b) * h * w for b, (h, w) in zip(bases, FEATMAPS_800x1216)]
+    counts = [len(b) * h * w for b, (h, w) in zip(bases, RETINANET_FEATMAPS)]
     np.testing.assert_array_equal(out["shapes"], [[c, 4] for c in counts])
     expected_rows = []
-    for index in _sample_index(sum(counts)):
+    for index in sample_index(sum(counts)):
         level, i = _level_of(int(index), counts)
-        expected_rows.append(oracle.anchor_at(bases[level], FEATMAPS_800x1216[level], strides_wh[level], i,
-                                              offset))
+        expected_rows.append(oracle.anchor_at(bases[level], RETINANET_FEATMAPS[level],
+                                              strides_wh[level], i, offset))
     np.testing.assert_allclose(out["sampled_rows"], expected_rows, rtol=1e-6, atol=1e-4, err_msg=what)
-    sums = [_closed_form_sums(b, f, s, offset) for b, f, s in zip(bases, FEATMAPS_800x1216, strides_wh)]
+    sums = [_closed_form_sums(b, f, s, offset)
+            for b, f, s in zip(bases, RETINANET_FEATMAPS, strides_wh)]
     np.testing.assert_allclose(out["sums"], sums, rtol=1e-6, err_msg=what)
 
 
 # --------------------------------------------------------------------------- mmdet RetinaNet
 def _mmdet_generator(impl):
-    return impl.AnchorGenerator(strides=RETINANET_STRIDES, ratios=RATIOS, octave_base_scale=4,
-                                scales_per_octave=3)
+    return impl.AnchorGenerator(strides=RETINANET_STRIDES, ratios=RETINANET_RATIOS,
+                                octave_base_scale=4, scales_per_octave=3)
 
 
 def run_mmdet_retinanet(impl, device):
-    return _summary(_mmdet_generator(impl).grid_anchors(FEATMAPS_800x1216, device=device))
+    return _summary(_mmdet_generator(impl).grid_anchors(RETINANET_FEATMAPS, device=device))
 
 
 def check_mmdet_retinanet(out) -> None:
     np.testing.assert_array_equal(out["shapes"][:, 0], [136800, 34200, 8550, 2223, 630])
     assert int(out["shapes"][:, 0].sum()) == 182403
-    np.testing.assert_allclose(out["sampled_rows"][0], [-22.6274, -11.3137, 22.6274, 11.3137], atol=1e-4)
+    np.testing.assert_allclose(out["sampled_rows"][0], FIRST_P3_ANCHOR, atol=1e-4)
     scales = oracle.octave_scales(4, 3)
-    bases = [oracle.mmdet_base_anchors(s, scales, RATIOS) for s in RETINANET_STRIDES]
+    bases = [oracle.mmdet_base_anchors(s, scales, RETINANET_RATIOS) for s in RETINANET_STRIDES]
     _check_anchor_summary(out, bases, [(s, s) for s in RETINANET_STRIDES], what="mmdet")
 
 
 # --------------------------------------------------------------------------- mmdet flags
 def run_mmdet_flags(impl, device):
     gen = _mmdet_generator(impl)
-    anchors = torch.cat(gen.grid_anchors(FEATMAPS_800x1216, device=device))
-    flags = gen.valid_flags(FEATMAPS_800x1216, (800, 800, 3), device=device)
+    anchors = torch.cat(gen.grid_anchors(RETINANET_FEATMAPS, device=device))
+    flags = gen.valid_flags(RETINANET_FEATMAPS, (800, 800, 3), device=device)
     valid = torch.cat(flags)
     inside0 = impl.anchor_inside_flags(anchors, valid, (800, 800, 3), 0)
     inside_neg = impl.anchor_inside_flags(anchors, valid, (800, 800, 3), -1)
@@ -111,8 +105,8 @@ def check_mmdet_flags(out) -> None:
     np.testing.assert_array_equal(out["valid_counts"], [90000, 22500, 5625, 1521, 441])
     scales = oracle.octave_scales(4, 3)
     valid, anchors = [], []
-    for stride, fmap in zip(RETINANET_STRIDES, FEATMAPS_800x1216):
-        base = oracle.mmdet_base_anchors(stride, scales, RATIOS)
+    for stride, fmap in zip(RETINANET_STRIDES, RETINANET_FEATMAPS):
+        base = oracle.mmdet_base_anchors(stride, scales, RETINANET_RATIOS)
         valid.append(oracle.valid_flags(fmap, (800, 800), (stride, stride), len(base)))
         anchors.append(oracle.grid_anchors(base, fmap, (stride, stride)))
     valid = np.concatenate(valid)
@@ -127,22 +121,22 @@ def check_mmdet_flags(out) -> None:
 
 # --------------------------------------------------------------------------- detectron2 RetinaNet
 def run_detectron2_retinanet(impl, device):
-    gen = impl.DefaultAnchorGenerator(sizes=OCTAVE_SIZES, aspect_ratios=[RATIOS], strides=RETINANET_STRIDES,
-                                      offset=0.0)
-    return _summary(gen.grid_anchors(FEATMAPS_800x1216, device=device))
+    gen = impl.DefaultAnchorGenerator(sizes=OCTAVE_SIZES, aspect_ratios=[RETINANET_RATIOS],
+                                      strides=RETINANET_STRIDES, offset=0.0)
+    return _summary(gen.grid_anchors(RETINANET_FEATMAPS, device=device))
 
 
 def check_detectron2_retinanet(out) -> None:
-    bases = [oracle.detectron2_cell_anchors(s, RATIOS) for s in OCTAVE_SIZES]
+    bases = [oracle.detectron2_cell_anchors(s, RETINANET_RATIOS) for s in OCTAVE_SIZES]
     _check_anchor_summary(out, bases, [(s, s) for s in RETINANET_STRIDES], what="detectron2")
     # First P3 cell anchor: size 32, ratio 0.5 (size outer): the same box as mmdet's first.
-    np.testing.assert_allclose(out["sampled_rows"][0], [-22.6274, -11.3137, 22.6274, 11.3137], atol=1e-4)
+    np.testing.assert_allclose(out["sampled_rows"][0], FIRST_P3_ANCHOR, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- torchvision RetinaNet
 def run_torchvision_retinanet(impl, device):
-    gen = impl.TorchvisionAnchorGenerator(sizes=TORCHVISION_SIZES, aspect_ratios=[RATIOS] * 5)
-    levels = gen.grid_anchors((800, 1216), FEATMAPS_800x1216, device=device)
+    gen = impl.TorchvisionAnchorGenerator(sizes=TORCHVISION_SIZES, aspect_ratios=[RETINANET_RATIOS] * 5)
+    levels = gen.grid_anchors((800, 1216), RETINANET_FEATMAPS, device=device)
     out = _summary(levels)
     # Rounded base anchors plus integer shifts: every coordinate is an integer.
     out["rounded_sha256"] = exact_sha256(torch.cat(levels).round().long())
@@ -157,27 +151,27 @@ def check_torchvision_retinanet(out) -> None:
                                  [512, 645, 812]]
     live = AnchorGenerator(tuple(tuple(s) for s in TORCHVISION_SIZES), ((0.5, 1.0, 2.0),) * 5)
     images = ImageList(torch.zeros(1, 1, 800, 1216), [(800, 1216)])
-    feats = [torch.zeros(1, 1, h, w) for h, w in FEATMAPS_800x1216]
+    feats = [torch.zeros(1, 1, h, w) for h, w in RETINANET_FEATMAPS]
     expected = live(images, feats)[0]
-    counts = [h * w * 9 for h, w in FEATMAPS_800x1216]
+    counts = [h * w * 9 for h, w in RETINANET_FEATMAPS]
     np.testing.assert_array_equal(out["shapes"], [[c, 4] for c in counts])
     np.testing.assert_array_equal(out["sampled_rows"], sampled_rows(expected, SAMPLES))
     sums = np.stack([t.double().sum(dim=0).numpy() for t in expected.split(counts)])
     np.testing.assert_allclose(out["sums"], sums, rtol=1e-9)
     np.testing.assert_array_equal(out["rounded_sha256"], exact_sha256(expected.round().long()))
-    bases = [oracle.torchvision_base_anchors(s, RATIOS) for s in TORCHVISION_SIZES]
+    bases = [oracle.torchvision_base_anchors(s, RETINANET_RATIOS) for s in TORCHVISION_SIZES]
     # Strides come from the batch: 800 // 13 = 61 and 800 // 7 = 114 rows, 1216 // 10 = 121
     # columns, so P6 and P7 are NOT on the nominal 64 / 128 grid.
-    strides = [oracle.torchvision_strides((800, 1216), f) for f in FEATMAPS_800x1216]
+    strides = [oracle.torchvision_strides((800, 1216), f) for f in RETINANET_FEATMAPS]
     assert strides == [(8, 8), (16, 16), (32, 32), (64, 61), (121, 114)]
     _check_anchor_summary(out, bases, strides, what="torchvision")
 
 
 # --------------------------------------------------------------------------- RTMDet points
 def run_rtmdet_points(impl, device):
-    gen = impl.MlvlPointGenerator([8, 16, 32], offset=0.0)
-    out = _summary(gen.grid_priors(RTMDET_FEATMAPS_640, device=device, with_stride=True))
-    flags = gen.valid_flags(RTMDET_FEATMAPS_640, (640, 640, 3), device=device)
+    gen = impl.MlvlPointGenerator(RTMDET_STRIDES, offset=0.0)
+    out = _summary(gen.grid_priors(RTMDET_FEATMAPS, device=device, with_stride=True))
+    flags = gen.valid_flags(RTMDET_FEATMAPS, (640, 640, 3), device=device)
     out["valid_counts"] = np.array([int(f.sum()) for f in flags], dtype=np.int64)
     return out
 
@@ -186,18 +180,18 @@ def check_rtmdet_points(out) -> None:
     np.testing.assert_array_equal(out["shapes"], [[6400, 4], [1600, 4], [400, 4]])
     np.testing.assert_array_equal(out["valid_counts"], [6400, 1600, 400])
     levels = [oracle.grid_points(f, (s, s), 0.0, with_stride=True)
-              for f, s in zip(RTMDET_FEATMAPS_640, [8, 16, 32])]
+              for f, s in zip(RTMDET_FEATMAPS, RTMDET_STRIDES)]
     everything = np.concatenate(levels)
-    np.testing.assert_allclose(out["sampled_rows"], everything[_sample_index(len(everything))], atol=1e-6)
+    np.testing.assert_allclose(out["sampled_rows"], everything[sample_index(len(everything))], atol=1e-6)
     np.testing.assert_allclose(out["sums"], [lv.sum(axis=0) for lv in levels], rtol=1e-9)
     np.testing.assert_allclose(out["sampled_rows"][-1], [608, 608, 32, 32])
 
 
 RETINANET_INPUTS = {
     "batch_shape": [800, 1216],
-    "featmap_sizes": FEATMAPS_800x1216,
+    "featmap_sizes": RETINANET_FEATMAPS,
     "strides": RETINANET_STRIDES,
-    "ratios": RATIOS,
+    "ratios": RETINANET_RATIOS,
 }
 
 CASES = [
@@ -260,7 +254,7 @@ CASES = [
         clause="PTS-3",
         producer="MlvlPointGenerator([8, 16, 32], offset=0).grid_priors(with_stride=True)",
         flavour="mmdet",
-        inputs={"input_shape": [640, 640], "featmap_sizes": RTMDET_FEATMAPS_640, "strides": [8, 16, 32],
+        inputs={"input_shape": [640, 640], "featmap_sizes": RTMDET_FEATMAPS, "strides": RTMDET_STRIDES,
                 "offset": 0.0, "with_stride": True, "pad_shape": [640, 640, 3]},
         run=run_rtmdet_points,
         cross_checked="seed shapes (6400,4),(1600,4),(400,4); sampled rows and sums against the loop oracle",

@@ -2,19 +2,21 @@
 
 Small worked examples whose numbers can be checked by hand, and one canonical large
 case: IoU of 100 fixed ground-truth boxes with the 182403 RetinaNet anchors of an
-800 x 1216 image. The anchors are built here with plain torch from their formula
-(not with any implementation's anchor code), so this case depends on box_iou alone.
+800 x 1216 image. The anchors are built with plain torch from their formula (in
+``_inputs.py``, not with any implementation's anchor code), so this case depends on
+box_iou alone.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 
 from conformance.oracles import boxes as oracle
 from golden.case import GoldenCase, sampled_rows
+from golden.cases._inputs import (FIRST_P3_ANCHOR, IMAGE_800x1216, OCTAVE_BASE_SCALE,
+                                  RETINANET_RATIOS, RETINANET_STRIDES, SCALES_PER_OCTAVE,
+                                  retinanet_anchors, sample_index)
 
 # --------------------------------------------------------------------------- worked examples
 # The boxes of mmdet's bbox_overlaps docstring; every number below is hand-computed.
@@ -99,38 +101,11 @@ def _check_torchvision(outputs):
 
 
 # --------------------------------------------------------------------------- the large case
-IMAGE_H, IMAGE_W = 800, 1216
-STRIDES = (8, 16, 32, 64, 128)
-RATIOS = (0.5, 1.0, 2.0)  # h / w
-OCTAVE_BASE_SCALE, SCALES_PER_OCTAVE = 4, 3
+IMAGE_H, IMAGE_W = IMAGE_800x1216
+STRIDES = tuple(RETINANET_STRIDES)
+RATIOS = tuple(RETINANET_RATIOS)  # h / w
 NUM_GTS = 100
 NUM_SAMPLED_ANCHORS = 256
-
-
-def retinanet_anchors() -> torch.Tensor:
-    """(182403, 4) float32 mmdet RetinaNet anchors for an 800 x 1216 input.
-
-    Per level: base size = stride, scales 4 * 2**(i/3), w = base*scale/sqrt(r),
-    h = base*scale*sqrt(r), centred on the location (center offset 0); locations
-    row-major on a ceil(H/stride) x ceil(W/stride) grid; inside a location ratio
-    outer, scale inner (mmdet's scale_major=True).
-    """
-    scales = torch.tensor([OCTAVE_BASE_SCALE * 2 ** (i / SCALES_PER_OCTAVE)
-                           for i in range(SCALES_PER_OCTAVE)])
-    h_ratios = torch.tensor(RATIOS).sqrt()
-    w_ratios = 1 / h_ratios
-    levels = []
-    for stride in STRIDES:
-        ws = (stride * w_ratios[:, None] * scales[None, :]).reshape(-1)  # (9,) ratio outer
-        hs = (stride * h_ratios[:, None] * scales[None, :]).reshape(-1)
-        base = torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=1)  # (9, 4)
-        rows, cols = math.ceil(IMAGE_H / stride), math.ceil(IMAGE_W / stride)
-        ys = torch.arange(rows, dtype=torch.float32) * stride
-        xs = torch.arange(cols, dtype=torch.float32) * stride
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")  # (rows, cols), row-major
-        shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)  # (rows*cols, 1, 4)
-        levels.append((shifts + base[None]).reshape(-1, 4))  # (rows*cols*9, 4)
-    return torch.cat(levels)
 
 
 def fixed_gts() -> torch.Tensor:
@@ -145,15 +120,11 @@ def fixed_gts() -> torch.Tensor:
     return (torch.floor(boxes * 8) / 8).float()
 
 
-def _sampled_anchor_index(num_anchors: int) -> np.ndarray:
-    return np.unique(np.linspace(0, num_anchors - 1, NUM_SAMPLED_ANCHORS).round().astype(np.int64))
-
-
 def _run_large(impl, device):
     anchors = retinanet_anchors().to(device)
     gts = fixed_gts().to(device)
     ious = impl.box_iou(gts, anchors)  # (100, 182403)
-    idx = torch.as_tensor(_sampled_anchor_index(anchors.shape[0]), device=ious.device)
+    idx = torch.as_tensor(sample_index(anchors.shape[0], NUM_SAMPLED_ANCHORS), device=ious.device)
     return {
         "shape": np.array(ious.shape, dtype=np.int64),
         "sampled_anchor_columns": ious.index_select(1, idx).T,  # (256, 100)
@@ -168,14 +139,14 @@ def _check_large(outputs):
     anchors = retinanet_anchors()
     # upstream-semantics.md: per-level counts, total and the first P3 anchor (mmdet).
     assert anchors.shape == (182403, 4)
-    np.testing.assert_allclose(anchors[0].numpy(), [-22.6274, -11.3137, 22.6274, 11.3137],
+    np.testing.assert_allclose(anchors[0].numpy(), FIRST_P3_ANCHOR,
                                atol=1e-4)
     a64 = anchors.double().numpy()
     g64 = fixed_gts().double().numpy()
     assert list(outputs["shape"]) == [NUM_GTS, 182403]
 
     # 1. Sampled anchors, every gt: the loop oracle, and torchvision's box_iou live.
-    idx = _sampled_anchor_index(len(a64))
+    idx = sample_index(len(a64), NUM_SAMPLED_ANCHORS)
     looped = np.array([[oracle.overlap_pair(g, a64[j]) for g in g64] for j in idx])
     np.testing.assert_allclose(outputs["sampled_anchor_columns"], looped, rtol=1e-5, atol=1e-6)
     import torchvision

@@ -8,7 +8,8 @@
 - RTMDet: the 8400 point priors of a 640x640 input, distance encode / decode.
 - Hand-checkable worked examples.
 
-Inputs are built here with plain torch (never with the implementation). Big
+Inputs are built with plain torch, here and in ``_inputs.py`` (never with the
+implementation). Big
 outputs are summarised: 256 evenly spaced rows and column means (in float64).
 """
 
@@ -20,12 +21,10 @@ import numpy as np
 import torch
 
 from conformance.oracles import coders as oracle
-from golden.case import GoldenCase, as_array, sampled_rows
+from golden.case import GoldenCase, sampled_rows
+from golden.cases._inputs import (FIRST_P3_ANCHOR, IMAGE_800x1216, SAMPLES, column_means,
+                                  retinanet_anchors, rtmdet_points, sample_index)
 
-SAMPLES = 256
-RETINANET_LEVELS = [(100, 152, 8), (50, 76, 16), (25, 38, 32), (13, 19, 64), (7, 10, 128)]
-RTMDET_LEVELS = [(80, 80, 8), (40, 40, 16), (20, 20, 32)]
-IMAGE_800x1216 = (800, 1216)
 GTS_800x1216 = [
     [100.0, 120.0, 300.0, 400.0],
     [500.0, 50.0, 900.0, 350.0],
@@ -38,24 +37,6 @@ GTS_640 = [[32.0, 48.0, 200.0, 300.0], [300.0, 100.0, 620.0, 400.0], [0.0, 500.0
 
 
 # --------------------------------------------------------------------------- inputs (plain torch)
-def retinanet_anchors() -> torch.Tensor:
-    """(182403, 4) float32 mmdet RetinaNet anchors: ratio outer, octave scale inner,
-    centre offset 0, locations row-major, levels concatenated."""
-    levels = []
-    for h, w, stride in RETINANET_LEVELS:
-        ratios = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float32)
-        scales = torch.tensor([4 * 2 ** (i / 3) for i in range(3)], dtype=torch.float32)
-        h_ratio = torch.sqrt(ratios)
-        w_ratio = 1 / h_ratio
-        ws = (stride * w_ratio[:, None] * scales[None, :]).reshape(-1)  # (9,)
-        hs = (stride * h_ratio[:, None] * scales[None, :]).reshape(-1)
-        base = torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=-1)  # (9, 4)
-        ys, xs = torch.meshgrid(torch.arange(h) * stride, torch.arange(w) * stride, indexing="ij")
-        shifts = torch.stack([xs, ys, xs, ys], dim=-1).reshape(-1, 1, 4).float()  # (H*W, 1, 4)
-        levels.append((shifts + base[None]).reshape(-1, 4))
-    return torch.cat(levels)
-
-
 def matched_gts(num: int, gts) -> torch.Tensor:
     """(num, 4): row i is gts[i % len(gts)]."""
     g = torch.tensor(gts, dtype=torch.float32)
@@ -66,25 +47,6 @@ def delta_sweep(num: int, columns: int, bound: float = 6.0) -> torch.Tensor:
     """(num, columns) float32 deltas in [-bound, bound), a golden-ratio sweep."""
     i = torch.arange(num * columns, dtype=torch.float64)
     return (((i * 0.6180339887) % 1.0) * 2 * bound - bound).float().reshape(num, columns)
-
-
-def rtmdet_points() -> torch.Tensor:
-    """(8400, 4) (x, y, stride, stride) points of a 640x640 input, offset 0."""
-    levels = []
-    for h, w, stride in RTMDET_LEVELS:
-        ys, xs = torch.meshgrid(torch.arange(h) * stride, torch.arange(w) * stride, indexing="ij")
-        s = torch.full_like(xs, stride)
-        levels.append(torch.stack([xs, ys, s, s], dim=-1).reshape(-1, 4).float())
-    return torch.cat(levels)
-
-
-def _index(total: int) -> np.ndarray:
-    """The rows sampled_rows picks."""
-    return np.unique(np.linspace(0, total - 1, num=min(SAMPLES, total)).round().astype(np.int64))
-
-
-def _means(x) -> np.ndarray:
-    return as_array(x).astype(np.float64).mean(axis=0)
 
 
 # --------------------------------------------------------------------------- mmdet RetinaNet
@@ -99,22 +61,22 @@ def _run_retinanet(impl, device):
         "num_anchors": np.array([len(anchors)], dtype=np.int64),
         "anchor_rows": sampled_rows(anchors, SAMPLES),
         "delta_rows": sampled_rows(deltas, SAMPLES),
-        "delta_means": _means(deltas),
+        "delta_means": column_means(deltas),
         "decoded_rows": sampled_rows(boxes, SAMPLES),
-        "decoded_means": _means(boxes),
+        "decoded_means": column_means(boxes),
     }
 
 
 def _check_retinanet(out) -> None:
     # Upstream facts (upstream-semantics.md): 182403 anchors; first P3 anchor.
     assert int(out["num_anchors"][0]) == 182403
-    np.testing.assert_allclose(out["anchor_rows"][0], [-22.6274, -11.3137, 22.6274, 11.3137],
+    np.testing.assert_allclose(out["anchor_rows"][0], FIRST_P3_ANCHOR,
                                atol=1e-4)
     # The loop oracle on the sampled rows.
     anchors = retinanet_anchors().double().numpy()
     gts = matched_gts(len(anchors), GTS_800x1216).double().numpy()
     pred = delta_sweep(len(anchors), 4).double().numpy()
-    idx = _index(len(anchors))
+    idx = sample_index(len(anchors))
     np.testing.assert_allclose(out["delta_rows"], oracle.delta_encode(anchors[idx], gts[idx]),
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
@@ -176,10 +138,10 @@ def _run_rtmdet(impl, device):
     return {
         "num_points": np.array([len(points)], dtype=np.int64),
         "distance_rows": sampled_rows(distances, SAMPLES),
-        "distance_means": _means(distances),
+        "distance_means": column_means(distances),
         "clamped_rows": sampled_rows(clamped, SAMPLES),
         "decoded_rows": sampled_rows(boxes, SAMPLES),
-        "decoded_means": _means(boxes),
+        "decoded_means": column_means(boxes),
     }
 
 
@@ -188,7 +150,7 @@ def _check_rtmdet(out) -> None:
     points = rtmdet_points().double().numpy()
     gts = matched_gts(len(points), GTS_640).double().numpy()
     pred = (delta_sweep(len(points), 4).abs() * rtmdet_points()[:, 2:3]).double().numpy()
-    idx = _index(len(points))
+    idx = sample_index(len(points))
     np.testing.assert_allclose(out["distance_rows"], oracle.distance_encode(points[idx], gts[idx]),
                                atol=1e-4)
     np.testing.assert_allclose(out["clamped_rows"],

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from golden.case import GoldenCase
+from golden.cases._inputs import RETINANET_ANCHORS_PER_LEVEL, level_slices
 
-RETINANET_LEVELS = (136800, 34200, 8550, 2223, 630)  # 9 anchors x (100x152, 50x76, ...)
+RETINANET_LEVELS = RETINANET_ANCHORS_PER_LEVEL  # 9 anchors x (100x152, 50x76, ...)
 RTMDET_LEVELS = (6400, 1600, 400)  # 80x80, 40x40, 20x20 points
 NUM_CLASSES = 80
 F32_EPS = float(np.finfo(np.float32).eps)
@@ -53,10 +54,7 @@ def _retinanet_run(impl, device) -> dict:
     x = _retinanet_inputs()
     avg_factor = impl.retinanet_num_total_pos([x["num_pos"]])
     cls_losses, box_losses = [], []
-    start = 0
-    for size in RETINANET_LEVELS:
-        rows = slice(start, start + size)
-        start += size
+    for _, rows in level_slices(RETINANET_LEVELS):
         cls_losses.append(impl.sigmoid_focal_loss(
             x["logits"][rows].to(device), x["labels"][rows].to(device),
             x["label_weights"][rows].to(device), gamma=2.0, alpha=0.25, reduction="mean",
@@ -82,10 +80,7 @@ def _retinanet_cross_check(out) -> None:
     x = _retinanet_inputs()
     assert int(out["num_total_pos"][0]) == x["num_pos"] == 187  # one image, max(187, 1)
     denom = x["num_pos"] + F32_EPS
-    start = 0
-    for level, size in enumerate(RETINANET_LEVELS):
-        rows = slice(start, start + size)
-        start += size
+    for level, rows in level_slices(RETINANET_LEVELS):
         one_hot = torch.nn.functional.one_hot(x["labels"][rows], NUM_CLASSES + 1)[:, :-1]
         focal = sigmoid_focal_loss(x["logits"][rows].double(), one_hot.double(),
                                    alpha=0.25, gamma=2.0, reduction="none")
@@ -124,10 +119,7 @@ def _rtmdet_inputs() -> dict[str, torch.Tensor]:
 def _rtmdet_run(impl, device) -> dict:
     x = _rtmdet_inputs()
     cls_losses, box_losses, box_metric_sums = [], [], []
-    start = 0
-    for size in RTMDET_LEVELS:
-        rows = slice(start, start + size)
-        start += size
+    for _, rows in level_slices(RTMDET_LEVELS):
         labels, metrics = x["labels"][rows], x["metrics"][rows]
         cls_losses.append(impl.quality_focal_loss(
             x["logits"][rows].to(device), (labels.to(device), metrics.to(device)),
@@ -161,10 +153,7 @@ def _rtmdet_cross_check(out) -> None:
     assert metric_sum > 1
     np.testing.assert_allclose(out["cls_avg_factor"][0], metric_sum, rtol=1e-6)
     np.testing.assert_allclose(out["bbox_avg_factor"][0], metric_sum, rtol=1e-6)
-    start = 0
-    for level, size in enumerate(RTMDET_LEVELS):
-        rows = slice(start, start + size)
-        start += size
+    for level, rows in level_slices(RTMDET_LEVELS):
         logits = x["logits"][rows].double().numpy()
         labels = x["labels"][rows].numpy()
         metrics = x["metrics"][rows].double().numpy()

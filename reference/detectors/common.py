@@ -17,10 +17,13 @@ Factories below build them from the stage modules (``reference.coders``,
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from typing import Callable, NamedTuple, Sequence
 
 import torch
+from torch import nn
 
 from reference.anchors import AnchorGenerator, DefaultAnchorGenerator, TorchvisionAnchorGenerator
 from reference.assignment import Matcher, MaxIoUAssigner, TorchvisionMatcher
@@ -45,6 +48,9 @@ __all__ = [
     "mmdet_rpn_anchors",
     "octave_sizes",
     "pad_size",
+    "resolve_flavour",
+    "clip_to_image",
+    "load_renamed_state_dict",
 ]
 
 Tensor = torch.Tensor
@@ -192,7 +198,6 @@ def torchvision_matcher(pos_iou: float, neg_iou: float, low_quality: bool = True
     return match
 
 
-
 def pad_size(size: tuple[int, int], divisor: int) -> tuple[int, int]:
     """(h, w) rounded up to a multiple of ``divisor`` (mmdet's per-image pad_shape)."""
     if divisor <= 0:
@@ -257,3 +262,56 @@ def check_finite(stage: str, tensors: Sequence[Tensor]) -> None:
         if not bool(torch.isfinite(t).all()):
             raise FloatingPointError(f"{stage}: non-finite predictions during training "
                                      f"(tensor of shape {tuple(t.shape)}); training has diverged")
+
+
+def resolve_flavour(presets: dict, cfg, override_keys: Sequence[str]):
+    """The flavour preset ``cfg.flavour`` names, with every non-None ``cfg.<key>`` of
+    ``override_keys`` replacing the preset's value. Checks flavour and num_classes."""
+    if cfg.flavour not in presets:
+        raise ValueError(f"flavour={cfg.flavour!r}: expected one of {sorted(presets)}")
+    if not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
+        raise ValueError(f"num_classes={cfg.num_classes!r}: expected a positive int")
+    overrides = {k: getattr(cfg, k) for k in override_keys if getattr(cfg, k) is not None}
+    return dataclasses.replace(presets[cfg.flavour], **overrides)
+
+
+def clip_to_image(boxes: Tensor, h, w) -> Tensor:
+    """xyxy boxes (..., 4) with x clamped to [0, w] and y to [0, h]."""
+    return torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
+                        boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], dim=-1)
+
+
+# --------------------------------------------------------------------------- torchvision weights
+def _rename_key(key: str, table) -> str | None:
+    """``key`` renamed by the first ``(pattern, replacement)`` of ``table`` that matches
+    its start; a ``{2k}`` in the replacement is twice the first group (our conv towers
+    interleave ReLU modules). None when no pattern matches."""
+    for pattern, repl in table:
+        m = re.match(pattern, key)
+        if m:
+            if "{2k}" in repl:
+                repl = repl.replace("{2k}", str(2 * int(m.group(1))))
+                return repl + key[m.end():]
+            return re.sub(pattern, repl, key, count=1)
+    return None
+
+
+def load_renamed_state_dict(model: nn.Module, tv_model: nn.Module, table) -> None:
+    """Copy ``tv_model``'s state into ``model``, renaming keys by ``table``.
+
+    Every torchvision tensor must map to one of ours with the same shape and every
+    one of ours must be filled; otherwise ValueError lists what did not match.
+    """
+    ours = model.state_dict()
+    mapped, unmatched = {}, []
+    for key, value in tv_model.state_dict().items():
+        new = _rename_key(key, table)
+        if new is None or new not in ours or ours[new].shape != value.shape:
+            unmatched.append(key)
+            continue
+        mapped[new] = value
+    missing = [k for k in ours if k not in mapped]
+    if unmatched or missing:
+        raise ValueError(f"tv_model: unmatched torchvision keys {unmatched[:5]}, "
+                         f"unfilled keys {missing[:5]}")
+    model.load_state_dict(mapped)

@@ -32,7 +32,6 @@ upstream only differs in the random stream.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Callable
 
 import torch
@@ -45,13 +44,16 @@ from reference.detectors.common import (
     DeltaCodec,
     check_finite,
     check_images_and_targets,
+    clip_to_image,
     detectron2_anchors,
     detectron2_codec,
     detectron2_matcher,
     mmdet_codec,
     mmdet_matcher,
     mmdet_rpn_anchors,
+    load_renamed_state_dict,
     pad_size,
+    resolve_flavour,
     torchvision_anchors,
     torchvision_codec,
     torchvision_matcher,
@@ -345,8 +347,7 @@ class FasterRCNN(nn.Module):
             d = d.expand(-1, C, 4) if d.shape[1] == 1 else d[:, fg_cols]  # (k, C, 4)
             boxes = f.roi_codec.decode(props[:, None].expand(-1, C, 4).reshape(-1, 4),
                                        d.reshape(-1, 4)).view(-1, C, 4)  # (k, C, 4)
-            boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
-                                 boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], dim=-1)
+            boxes = clip_to_image(boxes, h, w)  # (k, C, 4)
             wide = ((boxes[..., 2] - boxes[..., 0]) >= f.min_detection_size) & \
                 ((boxes[..., 3] - boxes[..., 1]) >= f.min_detection_size)  # (k, C)
             cand = torch.nonzero((scores > f.score_thresh) & wide)  # (n, 2) box-major, class-minor
@@ -358,14 +359,7 @@ class FasterRCNN(nn.Module):
 
 def build_faster_rcnn(cfg: FasterRCNNConfig) -> FasterRCNN:
     """Modules of a Faster R-CNN from its plain config."""
-    if cfg.flavour not in FASTER_RCNN_FLAVOURS:
-        raise ValueError(f"flavour={cfg.flavour!r}: expected one of {sorted(FASTER_RCNN_FLAVOURS)}")
-    if not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
-        raise ValueError(f"num_classes={cfg.num_classes!r}: expected a positive int")
-    flavour = FASTER_RCNN_FLAVOURS[cfg.flavour]
-    overrides = {k: getattr(cfg, k) for k in ("score_thresh", "nms_iou", "max_detections")
-                 if getattr(cfg, k) is not None}
-    flavour = dataclasses.replace(flavour, **overrides)
+    flavour = resolve_flavour(FASTER_RCNN_FLAVOURS, cfg, ("score_thresh", "nms_iou", "max_detections"))
     backbone = ResNetBackbone(cfg.backbone_depth, out_stages=(2, 3, 4, 5),
                               frozen_stages=cfg.frozen_stages, norm=cfg.backbone_norm)
     neck = FPN(backbone.out_channels, cfg.fpn_channels, num_outs=5, extra_source="maxpool")
@@ -393,17 +387,4 @@ _TV_FASTER_RCNN_KEYS = [
 
 def load_torchvision_faster_rcnn_weights(model: FasterRCNN, tv_model: nn.Module) -> None:
     """Copy a torchvision ``fasterrcnn_resnet50_fpn`` state into a torchvision-flavour model."""
-    ours = model.state_dict()
-    mapped, unmatched = {}, []
-    for key, value in tv_model.state_dict().items():
-        new = next((re.sub(p, r, key, count=1) for p, r in _TV_FASTER_RCNN_KEYS if re.match(p, key)),
-                   None)
-        if new is None or new not in ours or ours[new].shape != value.shape:
-            unmatched.append(key)
-            continue
-        mapped[new] = value
-    missing = [k for k in ours if k not in mapped]
-    if unmatched or missing:
-        raise ValueError(f"tv_model: unmatched torchvision keys {unmatched[:5]}, "
-                         f"unfilled keys {missing[:5]}")
-    model.load_state_dict(mapped)
+    load_renamed_state_dict(model, tv_model, _TV_FASTER_RCNN_KEYS)

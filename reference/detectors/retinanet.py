@@ -26,7 +26,6 @@ and the inference numbers. ``build_retinanet(RetinaNetConfig(...))`` builds one.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Callable
 
 import torch
@@ -38,6 +37,7 @@ from reference.detectors.common import (
     DeltaCodec,
     check_finite,
     check_images_and_targets,
+    clip_to_image,
     detectron2_anchors,
     detectron2_codec,
     detectron2_matcher,
@@ -45,7 +45,9 @@ from reference.detectors.common import (
     mmdet_codec,
     mmdet_matcher,
     octave_sizes,
+    load_renamed_state_dict,
     pad_size,
+    resolve_flavour,
     torchvision_anchors,
     torchvision_codec,
     torchvision_matcher,
@@ -259,8 +261,7 @@ class RetinaNet(nn.Module):
                 scores, candidates = scores[top], candidates[top]
                 anchor_idx, labels = candidates // C, candidates % C
                 boxes = f.codec.decode(anc[anchor_idx], box[i][anchor_idx])  # (k, 4)
-                boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
-                                     boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
+                boxes = clip_to_image(boxes, h, w)
                 boxes_all.append(boxes)
                 scores_all.append(scores)
                 labels_all.append(labels)
@@ -272,14 +273,8 @@ class RetinaNet(nn.Module):
 
 def build_retinanet(cfg: RetinaNetConfig) -> RetinaNet:
     """Modules of a RetinaNet from its plain config (see ``RetinaNetConfig``)."""
-    if cfg.flavour not in RETINANET_FLAVOURS:
-        raise ValueError(f"flavour={cfg.flavour!r}: expected one of {sorted(RETINANET_FLAVOURS)}")
-    if not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
-        raise ValueError(f"num_classes={cfg.num_classes!r}: expected a positive int")
-    flavour = RETINANET_FLAVOURS[cfg.flavour]
-    overrides = {k: getattr(cfg, k) for k in ("score_thresh", "topk_candidates", "nms_iou",
-                                              "max_detections") if getattr(cfg, k) is not None}
-    flavour = dataclasses.replace(flavour, **overrides)
+    flavour = resolve_flavour(RETINANET_FLAVOURS, cfg,
+                              ("score_thresh", "topk_candidates", "nms_iou", "max_detections"))
     backbone = ResNetBackbone(cfg.backbone_depth, out_stages=(3, 4, 5),
                               frozen_stages=cfg.frozen_stages, norm=cfg.backbone_norm)
     neck = FPN(backbone.out_channels, cfg.fpn_channels, num_outs=5,
@@ -308,33 +303,10 @@ _TV_RETINANET_KEYS = [
 ]
 
 
-def _map_key(key: str, table) -> str | None:
-    for pattern, repl in table:
-        m = re.match(pattern, key)
-        if m:
-            if "{2k}" in repl:
-                repl = repl.replace("{2k}", str(2 * int(m.group(1))))
-                return repl + key[m.end():]
-            return re.sub(pattern, repl, key, count=1)
-    return None
-
-
 def load_torchvision_retinanet_weights(model: RetinaNet, tv_model: nn.Module) -> None:
     """Copy a torchvision ``retinanet_resnet50_fpn`` state into a torchvision-flavour model.
 
     Every torchvision tensor must map to one of ours with the same shape and every
     one of ours must be filled; otherwise ValueError lists what did not match.
     """
-    ours = model.state_dict()
-    mapped, unmatched = {}, []
-    for key, value in tv_model.state_dict().items():
-        new = _map_key(key, _TV_RETINANET_KEYS)
-        if new is None or new not in ours or ours[new].shape != value.shape:
-            unmatched.append(key)
-            continue
-        mapped[new] = value
-    missing = [k for k in ours if k not in mapped]
-    if unmatched or missing:
-        raise ValueError(f"tv_model: unmatched torchvision keys {unmatched[:5]}, "
-                         f"unfilled keys {missing[:5]}")
-    model.load_state_dict(mapped)
+    load_renamed_state_dict(model, tv_model, _TV_RETINANET_KEYS)
