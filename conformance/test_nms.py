@@ -234,7 +234,32 @@ def test_batched_nms_offset_trick_and_per_category_loop_agree(impl, device, data
     b, s = tensor(boxes, device), tensor(scores, device)
     offset = _indices(batched_nms(b, s, idxs, thr, split_threshold=10**9))
     loop = _indices(batched_nms(b, s, idxs, thr, split_threshold=0))
+    default = _indices(batched_nms(b, s, idxs, thr))
     assert offset == loop
+    assert default == loop
+
+
+@pytest.mark.spec("NMS-S2")
+@pytest.mark.strict_tier
+def test_batched_nms_default_switch_follows_the_device(impl, device):
+    pick = impl.get("default_split_threshold")
+    assert pick(torch.device("cpu")) == 1000
+    assert pick(torch.device("cuda")) == 25000
+    # Around the CPU switch (N = 1000 offset trick, N = 1001 loop) the default agrees
+    # with both forced paths.
+    batched_nms = impl.get("batched_nms")
+    gen = torch.Generator().manual_seed(0)
+    for n in (pick(torch.device(device)), pick(torch.device(device)) + 1):
+        if n > 2000:
+            continue
+        xy = torch.rand(n, 2, generator=gen) * 200
+        wh = torch.rand(n, 2, generator=gen) * 40 + 1
+        b = torch.cat([xy, xy + wh], 1).to(device)
+        s = torch.rand(n, generator=gen).to(device)
+        idxs = (torch.arange(n) % 7).to(device)
+        default = _indices(batched_nms(b, s, idxs, 0.5))
+        assert default == _indices(batched_nms(b, s, idxs, 0.5, split_threshold=0))
+        assert default == _indices(batched_nms(b, s, idxs, 0.5, split_threshold=10**9))
 
 
 @pytest.mark.spec("NMS-S3")

@@ -227,7 +227,11 @@ def test_multi_level_pooler_pools_each_roi_from_its_level(impl, device, flavour,
     features = [torch.rand((2, 3, 256 // s, 256 // s), generator=gen) for s in (4, 8, 16, 32)]
     sides = data.draw(st.lists(st.sampled_from([20.0, 60.0, 111.0, 113.0, 230.0, 250.0]),
                                min_size=0, max_size=6))
-    rois = np.array([[i % 2, 3.0, 5.0, 3.0 + s, 5.0 + s * 0.9] for i, s in enumerate(sides)],
+    # Images alternate and top edges are out of order, so an implementation that
+    # pools in another order (by image, by level, by position) must put rows back.
+    tops = [5.0 + 4.0 * ((5 * i) % 6) for i in range(len(sides))]
+    rois = np.array([[i % 2, 3.0, y, 3.0 + s, y + s * 0.9]
+                     for i, (s, y) in enumerate(zip(sides, tops))],
                     dtype=np.float64).reshape(-1, 5)
     pooler = pooler_cls(output_size=3, scales=scales, sampling_ratio=ratio, aligned=aligned,
                         mapping=flavour)

@@ -39,16 +39,27 @@ from reference import boxes as _boxes
 __all__ = [
     "Detections",
     "batched_nms",
+    "default_split_threshold",
     "fast_rcnn_inference",
     "multiclass_nms",
     "nms",
     "nms_reference",
 ]
 
-# mmcv's ``batched_nms`` switches to a per-category loop at this many boxes (its
-# ``split_thr``); torchvision does the same above 4000 coordinates (1000 boxes) on
-# CPU and 100000 on GPU. The kept set does not depend on the switch.
-DEFAULT_SPLIT_THRESHOLD = 10_000
+# ``batched_nms`` runs one NMS over all boxes (the coordinate-offset trick) up to
+# this many boxes and a per-category loop above it. On CPU one big NMS costs
+# O(N^2) while the loop costs about O(N^2 / categories), so the loop wins early;
+# on a GPU the single kernel launch wins until N is large. These are
+# torchvision's switches (above 4000 coordinates = 1000 boxes on CPU, 100000
+# coordinates = 25000 boxes elsewhere); mmcv uses one switch, ``split_thr`` =
+# 10000, on every device. The kept set does not depend on the switch.
+CPU_SPLIT_THRESHOLD = 1_000
+ACCELERATOR_SPLIT_THRESHOLD = 25_000
+
+
+def default_split_threshold(device: torch.device) -> int:
+    """Most boxes ``batched_nms`` sends through the offset trick on ``device``."""
+    return CPU_SPLIT_THRESHOLD if device.type == "cpu" else ACCELERATOR_SPLIT_THRESHOLD
 
 
 class Detections(NamedTuple):
@@ -176,7 +187,7 @@ def batched_nms(
     idxs: torch.Tensor,
     iou_threshold: float,
     *,
-    split_threshold: int = DEFAULT_SPLIT_THRESHOLD,
+    split_threshold: int | None = None,
 ) -> torch.Tensor:
     """NMS in which only boxes of the same category ``idxs`` suppress each other.
 
@@ -185,24 +196,30 @@ def batched_nms(
         scores: (N,) float.
         idxs: (N,) integer category of each box (class, or FPN level for RPN).
         iou_threshold: suppress when IoU > iou_threshold (strict).
-        split_threshold: with N < split_threshold the coordinate-offset trick
-            runs one NMS; otherwise a loop runs one NMS per category. The kept
-            set is the same either way; only speed and memory differ.
+        split_threshold: with N <= split_threshold the coordinate-offset trick
+            runs one NMS; otherwise a loop runs one NMS per category. None
+            (default) picks by device like torchvision: 1000 on CPU, 25000
+            elsewhere (``default_split_threshold``). The kept set is the same
+            either way; only speed and memory differ.
 
     Returns:
         (K,) int64 kept indices by decreasing score (ties: lower index first).
     """
     _check_boxes_scores(boxes, scores, iou_threshold)
     _check_idxs(idxs, boxes)
-    if isinstance(split_threshold, bool) or not isinstance(split_threshold, int):
-        raise TypeError(f"split_threshold: expected an int, got {type(split_threshold).__name__}")
+    if split_threshold is not None and (isinstance(split_threshold, bool)
+                                        or not isinstance(split_threshold, int)):
+        raise TypeError(f"split_threshold: expected an int or None, got "
+                        f"{type(split_threshold).__name__}")
     return _batched_nms(boxes, scores, idxs, float(iou_threshold), split_threshold)
 
 
-def _batched_nms(boxes, scores, idxs, iou_threshold, split_threshold=DEFAULT_SPLIT_THRESHOLD):
+def _batched_nms(boxes, scores, idxs, iou_threshold, split_threshold=None):
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    if boxes.shape[0] < split_threshold:
+    if split_threshold is None:
+        split_threshold = default_split_threshold(boxes.device)
+    if boxes.shape[0] <= split_threshold:
         return _batched_nms_offset(boxes, scores, idxs, iou_threshold)
     return _batched_nms_per_category(boxes, scores, idxs, iou_threshold)
 
@@ -217,12 +234,18 @@ def _batched_nms_offset(boxes, scores, idxs, iou_threshold):
 
 
 def _batched_nms_per_category(boxes, scores, idxs, iou_threshold):
+    # Sort once by score (ties: lower index first); each category's members are
+    # then already in that order, so every per-category NMS gets strictly
+    # decreasing ranks (as in _nms_fast) and the kept positions come out sorted.
+    order = _score_order(scores)  # (N,)
+    sorted_boxes, sorted_idxs = boxes[order], idxs[order]  # (N, 4), (N,)
     keep_mask = torch.zeros(boxes.shape[0], dtype=torch.bool, device=boxes.device)  # (N,)
     for category in torch.unique(idxs):
-        members = torch.nonzero(idxs == category).squeeze(1)  # (n_c,)
-        keep_mask[members[_nms_fast(boxes[members], scores[members], iou_threshold)]] = True
-    kept = torch.nonzero(keep_mask).squeeze(1)  # (K,) ascending index
-    return kept[_score_order(scores[kept])]
+        members = torch.nonzero(sorted_idxs == category).squeeze(1)  # (n_c,) by score
+        ranks = torch.arange(len(members), 0, -1, device=boxes.device).to(boxes.dtype)  # (n_c,)
+        keep = torchvision.ops.nms(sorted_boxes[members], ranks, iou_threshold)  # (k_c,)
+        keep_mask[members[keep]] = True
+    return order[torch.nonzero(keep_mask).squeeze(1)]  # (K,) by score
 
 
 # --------------------------------------------------------------------------- multi-class
