@@ -49,6 +49,15 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+def pytest_report_header(config):
+    device = config.getoption("--bench-device")
+    names = ", ".join(name for name, _ in _implementations(config))
+    lines = [f"bench: device {device}; implementations {names}"]
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        lines.append("bench: no CUDA device is present: every GPU benchmark is skipped")
+    return lines
+
+
 def _implementations(config) -> list[tuple[str, object]]:
     impls = [("reference", importlib.import_module("reference")),
              ("torchvision", importlib.import_module("conformance.adapters.torchvision_adapter"))]
