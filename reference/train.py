@@ -78,6 +78,14 @@ __all__ = [
 FULL_SIZE_MODELS = ("retinanet_r50_fpn", "faster_rcnn_r50_fpn", "rtmdet_tiny")
 DEFAULT_SIZES = {"synthetic": (128, 128), "coco": (800, 1333)}
 
+# Per-model changes to the command-line defaults (explicit flags still win). The
+# small RTMDet (from scratch, soft-label assignment, no EMA) is still climbing
+# after 5 epochs and its AP varies a lot from run to run there; 10 epochs at the
+# same AdamW/cosine recipe settle it (bbox AP ~0.8 on the synthetic val set).
+MODEL_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "rtmdet": {"epochs": 10},
+}
+
 
 # --------------------------------------------------------------------------- schedule
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     # from scratch): AdamW 1e-3, wd 0.05, cosine over 5 epochs reaches bbox AP
     # ~0.8 on val. For COCO pass torchvision's recipe (--optimizer sgd --lr 0.01
     # --weight-decay 1e-4 --lr-schedule multistep --lr-steps 16 22 --epochs 26).
-    o.add_argument("--epochs", type=int, default=5, help="epochs to train")
+    o.add_argument("--epochs", type=int, default=5, help="epochs to train (rtmdet: 10, see "
+                   "MODEL_TRAIN_DEFAULTS)")
     o.add_argument("--batch-size", type=int, default=8, help="images per step per process")
     o.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
     o.add_argument("--lr", type=float, default=0.001, help="base learning rate")
@@ -480,6 +489,9 @@ def _seed_everything(seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.model in MODEL_TRAIN_DEFAULTS:  # re-parse so explicit flags beat model defaults
+        parser.set_defaults(**MODEL_TRAIN_DEFAULTS[args.model])
+        args = parser.parse_args(argv)
     try:
         overrides = _parse_overrides(args.model_override)
     except ValueError as exc:
