@@ -154,6 +154,15 @@ def pytest_configure(config: pytest.Config) -> None:
     if profile not in ("ci", "dev", "thorough"):
         raise pytest.UsageError(f"hypothesis profile {profile!r}: expected ci, dev or thorough")
     settings.load_profile(profile)
+    # Registered here too, not only in pyproject.toml: an installed copy of the
+    # suite runs without the project's configuration file.
+    for line in (
+        "spec(clause): the SPEC.md clause a conformance test checks",
+        "component(name): the pipeline component a conformance test belongs to",
+        "flavour(name): runs only when the implementation claims this flavour",
+        "strict_tier: reference-specific behaviour, run only with --strict-tier",
+    ):
+        config.addinivalue_line("markers", line)
     config.stash[_SESSION_KEY] = ConformanceSession(config)
 
 

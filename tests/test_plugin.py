@@ -201,3 +201,28 @@ def test_python_m_conformance_runs_the_installed_suite():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "test_golden.py" in proc.stdout
+
+
+def test_an_installed_copy_runs_without_the_clone(tmp_path):
+    """A non-editable install carries the suite, SPEC.md and the golden store."""
+    import os
+
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert (target / "conformance" / "SPEC.md").is_file()
+    assert (target / "golden" / "manifest.json").is_file()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance", "--impl=reference", "-k", "roi_align_5x5"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert f"loaded from {target / 'reference' / '__init__.py'}" in out
+    assert f"SPEC.md {target / 'conformance' / 'SPEC.md'}" in out
+    assert "1 passed" in out and "PytestUnknownMarkWarning" not in out
