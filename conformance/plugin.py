@@ -161,6 +161,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "component(name): the pipeline component a conformance test belongs to",
         "flavour(name): runs only when the implementation claims this flavour",
         "strict_tier: reference-specific behaviour, run only with --strict-tier",
+        "slow: a test that takes more than a few seconds",
     ):
         config.addinivalue_line("markers", line)
     config.stash[_SESSION_KEY] = ConformanceSession(config)
