@@ -7,6 +7,7 @@ test, so one broken component cannot cascade into unrelated failures.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 # Default (rtol, atol) per dtype of the implementation's output, compared with a
@@ -68,3 +69,30 @@ def raises_value_error(fn, *args, match: str | None = None, **kwargs) -> str:
             assert match.lower() in msg.lower(), f"error message {msg!r} does not mention {match!r}"
         return msg
     raise AssertionError(f"{getattr(fn, '__name__', fn)} accepted bad input without an error")
+
+
+def peak_extra_bytes(fn, device) -> tuple[int, object]:
+    """Peak memory the call adds: CUDA allocator stats, or Linux VmHWM after clear_refs."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        result = fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before, result
+
+    def status(key):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak resident set size (VmHWM)
+    except OSError:
+        pytest.skip("cannot reset the peak RSS on this platform (/proc/self/clear_refs)")
+    before = status("VmRSS")
+    result = fn()
+    return status("VmHWM") - before, result

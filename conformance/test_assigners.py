@@ -8,7 +8,13 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from conformance.checks import assert_close, raises_value_error, tensor, to_numpy
+from conformance.checks import (
+    assert_close,
+    peak_extra_bytes,
+    raises_value_error,
+    tensor,
+    to_numpy,
+)
 from conformance.oracles import assignment as oracle
 from conformance.strategies_assignment import boxes, labels_for, overlap_matrices
 
@@ -645,3 +651,70 @@ def test_dsl_rejects_bad_inputs(impl, device):
                                                                 device), gts, labels,
                        match="priors")
     raises_value_error(impl.get("DynamicSoftLabelAssigner"), topk=0)
+
+
+# --------------------------------------------------------------------------- memory bounds
+def _retinanet_anchors_800x1216(device) -> torch.Tensor:
+    """(182403, 4) mmdet RetinaNet anchors (strides 8..128, octave base scale 4,
+    3 scales, ratios 0.5/1/2), from the formula with plain torch."""
+    levels = []
+    for (h, w), stride in zip([(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)],
+                              [8, 16, 32, 64, 128]):
+        scales = torch.tensor([4 * 2 ** (i / 3) for i in range(3)], dtype=torch.float64)
+        ratios = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+        hs = (stride * ratios.sqrt()[:, None] * scales).reshape(-1)  # (9,)
+        ws = (stride / ratios.sqrt()[:, None] * scales).reshape(-1)
+        base = torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], dim=1)  # (9, 4)
+        ys, xs = torch.meshgrid(torch.arange(h) * stride, torch.arange(w) * stride,
+                                indexing="ij")
+        shifts = torch.stack([xs, ys, xs, ys], dim=-1).reshape(-1, 1, 4).double()
+        levels.append((shifts + base).reshape(-1, 4))
+    return torch.cat(levels).float().to(device)
+
+
+def _random_gts(num, height, width, seed, device):
+    g = torch.Generator().manual_seed(seed)
+    wh = torch.rand(num, 2, generator=g) * 200 + 16
+    xy = torch.rand(num, 2, generator=g) * (torch.tensor([width, height]) - wh)
+    return torch.cat([xy, xy + wh], dim=1).to(device)
+
+
+@pytest.mark.spec("ASG-37")
+@pytest.mark.flavour("mmdet")
+def test_max_iou_assignment_of_500_gts_stays_memory_bounded(impl, device):
+    anchors = _retinanet_anchors_800x1216(device)
+    gts = _random_gts(500, 800, 1216, seed=0, device=device)
+    labels = (torch.arange(500) % 80).to(device)
+    assigner = impl.get("MaxIoUAssigner")(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0)
+    extra, result = peak_extra_bytes(lambda: assigner.assign(anchors, gts, gt_labels=labels),
+                                     device)
+    one_matrix = 500 * anchors.shape[0] * 4
+    assert result.gt_inds.shape == (anchors.shape[0],)
+    assert extra <= 2.5 * one_matrix, (
+        f"peak grew by {extra / one_matrix:.2f}x one (500, 182403) float32 matrix")
+
+
+@pytest.mark.spec("ASG-38")
+@pytest.mark.flavour("mmdet")
+def test_dsl_assignment_of_300_gts_never_holds_priors_by_gts_by_classes(impl, device):
+    sizes, strides = [(80, 80), (40, 40), (20, 20)], [8, 16, 32]
+    points = []
+    for (h, w), s in zip(sizes, strides):
+        ys, xs = torch.meshgrid(torch.arange(h) * s, torch.arange(w) * s, indexing="ij")
+        points.append(torch.stack([xs.reshape(-1), ys.reshape(-1), torch.full((h * w,), s),
+                                   torch.full((h * w,), s)], 1).float())
+    priors = torch.cat(points).to(device)  # (8400, 4): x, y, stride_w, stride_h
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(priors.shape[0], 80, generator=g).to(device)
+    centres = priors[:, :2]
+    decoded = torch.cat([centres - 24, centres + 24], dim=1)
+    gts = _random_gts(300, 640, 640, seed=1, device=device)
+    labels = (torch.arange(300) % 80).to(device)
+    assigner = impl.get("DynamicSoftLabelAssigner")(soft_center_radius=3.0, topk=13,
+                                                   iou_weight=3.0)
+    extra, result = peak_extra_bytes(
+        lambda: assigner.assign(logits, decoded, priors, gts, labels), device)
+    full_cost = priors.shape[0] * 300 * 80 * 4
+    assert result.gt_inds.shape == (priors.shape[0],)
+    assert extra < full_cost, (
+        f"peak grew by {extra / 2**20:.0f} MiB, at least one (8400, 300, 80) float32 tensor")

@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conformance.checks import assert_close, raises_value_error, tensor, to_numpy
+from conformance.checks import (
+    assert_close,
+    peak_extra_bytes,
+    raises_value_error,
+    tensor,
+    to_numpy,
+)
 from conformance.oracles import boxes as oracle
 
 pytestmark = pytest.mark.component("iou")
@@ -473,33 +479,6 @@ def test_result_lies_on_the_input_device(impl, device, name):
 
 
 # --------------------------------------------------------------------------- memory & autograd
-def _peak_extra_bytes(fn, device) -> tuple[int, object]:
-    """Peak memory the call adds: CUDA allocator stats, or Linux VmHWM after clear_refs."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        result = fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before, result
-
-    def status(key):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(key)
-
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets the peak resident set size (VmHWM)
-    except OSError:
-        pytest.skip("cannot reset the peak RSS on this platform (/proc/self/clear_refs)")
-    before = status("VmRSS")
-    result = fn()
-    return status("VmHWM") - before, result
-
-
 @pytest.mark.spec("IOU-14")
 @pytest.mark.parametrize("mode", ["iou", "giou"])
 def test_pairwise_overlaps_stay_within_one_and_a_half_outputs_of_memory(impl, device, mode):
@@ -508,7 +487,7 @@ def test_pairwise_overlaps_stay_within_one_and_a_half_outputs_of_memory(impl, de
     xy = rng.uniform(0, 1000, size=(100_100, 2))
     boxes = t(np.concatenate([xy, xy + rng.uniform(1, 300, size=xy.shape)], 1), device)
     gts, anchors = boxes[:100], boxes[100:]  # 100 x 100000 -> 40 MB of float32 output
-    extra, result = _peak_extra_bytes(lambda: box_iou(gts, anchors, mode=mode), device)
+    extra, result = peak_extra_bytes(lambda: box_iou(gts, anchors, mode=mode), device)
     output = result.numel() * result.element_size()
     assert tuple(result.shape) == (100, 100_000)
     assert extra <= 1.5 * output, f"peak grew by {extra / output:.2f}x the output's size"
