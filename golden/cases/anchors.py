@@ -187,6 +187,69 @@ def check_rtmdet_points(out) -> None:
     np.testing.assert_allclose(out["sampled_rows"][-1], [608, 608, 32, 32])
 
 
+# --------------------------------------------------------------------------- mmdet v1 (legacy) RetinaNet
+# A 256x384 input: levels ceil(256/s) x ceil(384/s) for s = 8..128.
+LEGACY_FEATMAPS = [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
+LEGACY_PAD_SHAPE = (250, 330, 3)  # an image padded into the 256x384 batch
+# ANC-8's worked example: LegacyAnchorGenerator([16], [1.], [1.], [9], center_offset=0.5), 2x2.
+LEGACY_WORKED_EXAMPLE = [[0, 0, 8, 8], [16, 0, 24, 8], [0, 16, 8, 24], [16, 16, 24, 24]]
+
+
+def run_mmdet_v1_legacy(impl, device):
+    gen = impl.LegacyAnchorGenerator(strides=RETINANET_STRIDES, ratios=RETINANET_RATIOS,
+                                     octave_base_scale=4, scales_per_octave=3, center_offset=0.5)
+    levels = gen.grid_anchors(LEGACY_FEATMAPS, device=device)
+    out = _summary(levels)
+    # Rounded base anchors plus integer shifts: every coordinate is an integer.
+    out["rounded_sha256"] = exact_sha256(torch.cat(levels).round().long())
+    flags = gen.valid_flags(LEGACY_FEATMAPS, LEGACY_PAD_SHAPE, device=device)
+    out["valid_counts"] = np.array([int(f.sum()) for f in flags], dtype=np.int64)
+    out["valid_sha256"] = exact_sha256(torch.cat(flags))
+    small = impl.LegacyAnchorGenerator([16], [1.0], [1.0], [9], center_offset=0.5)
+    out["worked_example"] = small.grid_anchors([(2, 2)], device=device)[0]
+    return out
+
+
+def _legacy_bases_numpy(stride) -> np.ndarray:
+    """ANC-8 written out again with NumPy, vectorised (not the oracle's loop)."""
+    scales = 4 * 2 ** (np.arange(3) / 3)
+    ratios = np.asarray(RETINANET_RATIOS)
+    ws = (stride * scales[None, :] / np.sqrt(ratios)[:, None]).reshape(-1)  # ratio outer
+    hs = (stride * scales[None, :] * np.sqrt(ratios)[:, None]).reshape(-1)
+    c = 0.5 * (stride - 1)
+    raw = np.stack([c - 0.5 * (ws - 1), c - 0.5 * (hs - 1), c + 0.5 * (ws - 1), c + 0.5 * (hs - 1)], 1)
+    # Rounding is only well defined if no corner sits near x.5 (float32 vs float64).
+    frac = np.abs(raw - np.floor(raw) - 0.5)
+    assert frac.min() > 1e-3, f"legacy corner within 1e-3 of a rounding tie at stride {stride}"
+    return np.round(raw)  # half to even
+
+
+def check_mmdet_v1_legacy(out) -> None:
+    np.testing.assert_array_equal(out["worked_example"], LEGACY_WORKED_EXAMPLE)
+    counts = [9 * h * w for h, w in LEGACY_FEATMAPS]
+    np.testing.assert_array_equal(out["shapes"], [[c, 4] for c in counts])
+    scales = oracle.octave_scales(4, 3)
+    levels, flags = [], []
+    for stride, fmap in zip(RETINANET_STRIDES, LEGACY_FEATMAPS):
+        base = oracle.mmdet_base_anchors(stride, scales, RETINANET_RATIOS, center_offset=0.5,
+                                         legacy=True)
+        np.testing.assert_array_equal(base, _legacy_bases_numpy(stride), err_msg=f"stride {stride}")
+        levels.append(oracle.grid_anchors(base, fmap, (stride, stride)))
+        flags.append(oracle.valid_flags(fmap, LEGACY_PAD_SHAPE[:2], (stride, stride), len(base)))
+    # The first P3 base anchor (ratio 0.5, scale 4): w = 32 sqrt 2, h = 16 sqrt 2 about c = 3.5.
+    np.testing.assert_array_equal(levels[0][0], [-19, -7, 26, 14])
+    everything = np.concatenate(levels)
+    np.testing.assert_array_equal(out["sampled_rows"], everything[sample_index(len(everything))])
+    np.testing.assert_array_equal(out["rounded_sha256"], exact_sha256(everything.astype(np.int64)))
+    np.testing.assert_allclose(out["sums"], [lv.sum(axis=0) for lv in levels], rtol=1e-12)
+    valid = np.concatenate(flags)
+    np.testing.assert_array_equal(out["valid_counts"], [int(f.sum()) for f in flags])
+    np.testing.assert_array_equal(out["valid_counts"],
+                                  [9 * -(-250 // s) * min(-(-330 // s), w)
+                                   for s, (_, w) in zip(RETINANET_STRIDES, LEGACY_FEATMAPS)])
+    np.testing.assert_array_equal(out["valid_sha256"], exact_sha256(valid))
+
+
 RETINANET_INPUTS = {
     "batch_shape": [800, 1216],
     "featmap_sizes": RETINANET_FEATMAPS,
@@ -222,6 +285,26 @@ CASES = [
         cross_check=check_mmdet_flags,
         exact=("valid_counts", "valid_sha256", "inside_count_border0", "inside_sha256_border0",
                "inside_sha256_border_minus1"),
+    ),
+    GoldenCase(
+        name="anchors_mmdet_v1_legacy_retinanet_256x384",
+        component="anchors",
+        clause="ANC-8",
+        producer="LegacyAnchorGenerator(octave_base_scale=4, scales_per_octave=3, "
+        "center_offset=0.5).grid_anchors + valid_flags(pad_shape=(250, 330, 3))",
+        flavour="mmdet",
+        inputs={"batch_shape": [256, 384], "featmap_sizes": LEGACY_FEATMAPS,
+                "strides": RETINANET_STRIDES, "ratios": RETINANET_RATIOS, "octave_base_scale": 4,
+                "scales_per_octave": 3, "center_offset": 0.5, "pad_shape": list(LEGACY_PAD_SHAPE),
+                "worked_example":
+                    "LegacyAnchorGenerator([16], [1.], [1.], [9], center_offset=0.5) on 2x2"},
+        run=run_mmdet_v1_legacy,
+        cross_checked="ANC-8's worked example; every anchor (sha256 of the integer coordinates), "
+        "sampled rows and sums against the loop oracle, whose base anchors match a vectorised "
+        "NumPy transcription of ANC-8 (corners at least 1e-3 from a rounding tie); valid flags "
+        "against the oracle and ceil(pad/stride) counts",
+        cross_check=check_mmdet_v1_legacy,
+        exact=("shapes", "rounded_sha256", "valid_counts", "valid_sha256", "worked_example"),
     ),
     GoldenCase(
         name="anchors_detectron2_retinanet_800x1216",

@@ -175,6 +175,162 @@ def check_detectron2_rpn(out) -> None:
     np.testing.assert_allclose(out["scores"], e[1], rtol=1e-6)
 
 
+# --------------------------------------------------------------------------- multi-class NMS
+def _same_class_iou_margin(boxes, labels, threshold) -> float:
+    """Smallest |IoU - threshold| over same-class pairs (float64), to keep NMS tie-free."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    labels = np.asarray(labels)
+    margin = np.inf
+    for c in np.unique(labels):
+        b = boxes[labels == c]
+        lt = np.maximum(b[:, None, :2], b[None, :, :2])
+        rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
+        inter = np.clip(rb - lt, 0, None).prod(-1)
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        union = area[:, None] + area[None, :] - inter
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+        off_diagonal = ~np.eye(len(b), dtype=bool)
+        if off_diagonal.any():
+            margin = min(margin, float(np.abs(iou[off_diagonal] - threshold).min()))
+    return margin
+
+
+def _live_class_wise(boxes, scores, score_threshold, iou_threshold, top):
+    """Candidates (N, C, 4) / (N, C) -> kept (boxes, scores, labels, rows) via torchvision."""
+    rows, labels = torch.nonzero(scores > score_threshold, as_tuple=True)
+    cand = boxes[rows, labels].double()
+    cand_scores = scores[rows, labels].double()
+    keep = torchvision.ops.batched_nms(cand, cand_scores, labels, iou_threshold)
+    if top >= 0:
+        keep = keep[:top]
+    return cand[keep], cand_scores[keep], labels[keep], rows[keep]
+
+
+def _check_detections(out, expected, what, rtol=1e-6, atol=1e-5) -> None:
+    boxes, scores, labels, rows = (np.asarray(e) for e in expected)
+    np.testing.assert_array_equal(out["box_indices"], rows, err_msg=f"box_indices vs {what}")
+    np.testing.assert_array_equal(out["labels"], labels, err_msg=f"labels vs {what}")
+    np.testing.assert_allclose(out["boxes"], boxes, rtol=rtol, atol=atol, err_msg=f"boxes vs {what}")
+    np.testing.assert_allclose(out["scores"], scores, rtol=rtol, err_msg=f"scores vs {what}")
+
+
+MC_ROWS, MC_CLASSES = 300, 5
+MC_CFG = dict(score_threshold=0.05, iou_threshold=0.5011, max_num=100)
+
+
+def _multiclass_inputs():
+    """300 rows of class-specific boxes (300, 4*5) and scores (300, 5+1), background last.
+
+    Each row jitters one cluster box per class; scores are a permutation of k / 1800
+    squared, so every score is distinct (no ties in the merged order).
+    """
+    gen = torch.Generator().manual_seed(22)
+    xy = torch.rand(MC_ROWS, 1, 2, generator=gen) * 90
+    wh = torch.rand(MC_ROWS, 1, 2, generator=gen) * 36 + 6
+    jitter = torch.randn(MC_ROWS, MC_CLASSES, 4, generator=gen) * 2
+    boxes = torch.cat([xy, xy + wh], dim=-1) + jitter  # (300, 5, 4)
+    boxes[..., 2:] = torch.maximum(boxes[..., 2:], boxes[..., :2] + 1)  # x2 > x1, y2 > y1
+    count = MC_ROWS * (MC_CLASSES + 1)
+    scores = (torch.randperm(count, generator=gen).float() / count) ** 2
+    return boxes.reshape(MC_ROWS, 4 * MC_CLASSES), scores.reshape(MC_ROWS, MC_CLASSES + 1)
+
+
+def run_multiclass_nms(impl, device):
+    boxes, scores = _multiclass_inputs()
+    dets = impl.multiclass_nms(boxes.to(device), scores.to(device), **MC_CFG)
+    out_boxes, out_scores, labels, rows = dets
+    return {"boxes": out_boxes, "scores": out_scores, "labels": labels, "box_indices": rows}
+
+
+def check_multiclass_nms(out) -> None:
+    boxes, scores = _multiclass_inputs()
+    c = MC_CFG
+    per_class = boxes.reshape(MC_ROWS, MC_CLASSES, 4)
+    fg = scores[:, :MC_CLASSES]
+    assert len(torch.unique(scores)) == scores.numel(), "scores must be distinct"
+    rows, labels = torch.nonzero(fg > c["score_threshold"], as_tuple=True)
+    margin = _same_class_iou_margin(per_class[rows, labels].numpy(), labels.numpy(),
+                                    c["iou_threshold"])
+    assert margin > 1e-4, f"a same-class IoU is within {margin} of the threshold"
+    assert len(out["labels"]) == c["max_num"], "max_num must cut the result"
+    assert set(out["labels"].tolist()) == set(range(MC_CLASSES))
+    assert np.all(np.diff(out["scores"]) < 0)
+    live = _live_class_wise(per_class, fg, c["score_threshold"], c["iou_threshold"], c["max_num"])
+    _check_detections(out, [t.numpy() for t in live], "torchvision.ops.batched_nms")
+    _check_detections(out, nms_oracle.multiclass_nms(boxes.numpy(), scores.numpy(),
+                                                     c["score_threshold"], c["iou_threshold"],
+                                                     c["max_num"]), "the loop oracle")
+
+
+# --------------------------------------------------------------------------- Fast R-CNN inference
+FR_ROWS, FR_CLASSES = 200, 4
+FR_IMAGE = (60, 80)  # (h, w)
+FR_CFG = dict(score_threshold=0.05, nms_threshold=0.5, topk_per_image=100)
+FR_NONFINITE = {"box NaN": (5, 9), "box -inf": (40, 2), "score +inf": (77, 1), "score NaN": (150, 4)}
+
+
+def _fast_rcnn_inputs():
+    """200 rows of per-class boxes (200, 4*4), many reaching outside the 80x60 image, and
+    distinct scores (200, 4+1), background last; four rows carry a non-finite value."""
+    gen = torch.Generator().manual_seed(31)
+    xy = torch.rand(FR_ROWS, 1, 2, generator=gen) * torch.tensor([110.0, 90.0]) - 20
+    wh = torch.rand(FR_ROWS, 1, 2, generator=gen) * 30 + 4
+    jitter = torch.randn(FR_ROWS, FR_CLASSES, 4, generator=gen) * 1.5
+    boxes = torch.cat([xy, xy + wh], dim=-1) + jitter  # (200, 4, 4)
+    boxes[..., 2:] = torch.maximum(boxes[..., 2:], boxes[..., :2] + 1)
+    boxes = boxes.reshape(FR_ROWS, 4 * FR_CLASSES)
+    count = FR_ROWS * (FR_CLASSES + 1)
+    scores = ((torch.randperm(count, generator=gen).float() / count) ** 2).reshape(FR_ROWS, -1)
+    boxes[5, 9] = float("nan")
+    boxes[40, 2] = float("-inf")
+    scores[77, 1] = float("inf")
+    scores[150, 4] = float("nan")  # in the background column: the row still goes
+    return boxes, scores
+
+
+def run_fast_rcnn_inference(impl, device):
+    boxes, scores = _fast_rcnn_inputs()
+    dets = impl.fast_rcnn_inference(boxes.to(device), scores.to(device), FR_IMAGE, **FR_CFG)
+    out_boxes, out_scores, labels, rows = dets
+    return {"boxes": out_boxes, "scores": out_scores, "labels": labels, "box_indices": rows}
+
+
+def check_fast_rcnn_inference(out) -> None:
+    boxes, scores = _fast_rcnn_inputs()
+    c = FR_CFG
+    h, w = FR_IMAGE
+    finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    assert torch.nonzero(~finite).flatten().tolist() == [5, 40, 77, 150]
+    assert not np.isin(out["box_indices"], [5, 40, 77, 150]).any()
+    rows = torch.nonzero(finite).flatten()
+    per_class = torchvision.ops.clip_boxes_to_image(
+        boxes[rows].reshape(-1, FR_CLASSES, 4), (h, w))  # (R', 4, 4)
+    fg = scores[rows, :FR_CLASSES]
+    assert len(torch.unique(fg)) == fg.numel(), "scores must be distinct"
+    cand_rows, labels = torch.nonzero(fg > c["score_threshold"], as_tuple=True)
+    margin = _same_class_iou_margin(per_class[cand_rows, labels].numpy(), labels.numpy(),
+                                    c["nms_threshold"])
+    assert margin > 1e-4, f"a same-class IoU is within {margin} of the threshold"
+    # Clipping matters: some raw candidates reach outside the image, all kept boxes are inside.
+    raw = boxes[rows].reshape(-1, FR_CLASSES, 4)[cand_rows, labels]
+    assert bool(((raw[:, :2] < 0) | (raw[:, 2] > w)[:, None] | (raw[:, 3] > h)[:, None]).any())
+    kept = out["boxes"]
+    assert (kept[:, [0, 2]] >= 0).all() and (kept[:, [0, 2]] <= w).all()
+    assert (kept[:, [1, 3]] >= 0).all() and (kept[:, [1, 3]] <= h).all()
+    on_border = (kept[:, :2] == 0).any(1) | (kept[:, 2] == w) | (kept[:, 3] == h)
+    assert on_border.any(), "some kept box must have been clipped"
+    assert len(out["labels"]) == c["topk_per_image"], "topk_per_image must cut the result"
+    assert np.all(np.diff(out["scores"]) < 0)
+    live = _live_class_wise(per_class, fg, c["score_threshold"], c["nms_threshold"],
+                            c["topk_per_image"])
+    live = [t.numpy() for t in live]
+    live[3] = rows.numpy()[live[3]]  # rows of the finite subset -> input rows
+    _check_detections(out, live, "torchvision.ops.batched_nms")
+    _check_detections(out, nms_oracle.fast_rcnn_inference(
+        boxes.numpy(), scores.numpy(), FR_IMAGE, c["score_threshold"], c["nms_threshold"],
+        c["topk_per_image"]), "the loop oracle")
+
+
 CASES = [
     GoldenCase(
         name="roi_align_5x5_ramp",
@@ -242,5 +398,41 @@ CASES = [
         cross_checked="the loop oracle of the detectron2 steps in float64 (same anchor indices)",
         cross_check=check_detectron2_rpn,
         exact=("level_ids", "anchor_indices"),
+    ),
+    GoldenCase(
+        name="multiclass_nms_mmdet",
+        component="nms",
+        clause="NMS-9",
+        producer="multiclass_nms(bboxes (300, 20), scores (300, 6), score_threshold=0.05, "
+        "iou_threshold=0.5011, max_num=100)",
+        flavour="mmdet",
+        inputs={"seed": 22, "rows": MC_ROWS, "classes": MC_CLASSES,
+                "bboxes": "per row a cluster box xy rand*90, wh rand*36+6, plus randn*2 per class",
+                "scores": "(randperm(1800) / 1800) ** 2, background last", **MC_CFG},
+        run=run_multiclass_nms,
+        cross_checked="a live torchvision.ops.batched_nms over the (row, class) candidates and the "
+        "loop oracle (identical labels and box indices); distinct scores, same-class IoUs at "
+        "least 1e-4 from the threshold",
+        cross_check=check_multiclass_nms,
+        exact=("labels", "box_indices"),
+    ),
+    GoldenCase(
+        name="fast_rcnn_inference_detectron2",
+        component="nms",
+        clause="NMS-11",
+        producer="fast_rcnn_inference(boxes (200, 16), scores (200, 5), (60, 80), "
+        "score_threshold=0.05, nms_threshold=0.5, topk_per_image=100)",
+        flavour="detectron2",
+        inputs={"seed": 31, "rows": FR_ROWS, "classes": FR_CLASSES, "image_size": list(FR_IMAGE),
+                "boxes": "per row xy rand*(110, 90)-20, wh rand*30+4, plus randn*1.5 per class",
+                "scores": "(randperm(1000) / 1000) ** 2, background last",
+                "non_finite": {k: list(v) for k, v in FR_NONFINITE.items()}, **FR_CFG},
+        run=run_fast_rcnn_inference,
+        cross_checked="finite-row filter, torchvision.ops.clip_boxes_to_image and a live "
+        "torchvision.ops.batched_nms, and the loop oracle (identical labels and box indices); "
+        "rows 5, 40, 77, 150 dropped; distinct scores, same-class IoUs at least 1e-4 from the "
+        "threshold",
+        cross_check=check_fast_rcnn_inference,
+        exact=("labels", "box_indices"),
     ),
 ]
