@@ -7,29 +7,21 @@ input (8400 points at strides 8, 16, 32).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-RETINANET_FEATMAPS = [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
-RETINANET_STRIDES = [8, 16, 32, 64, 128]
-RTMDET_FEATMAPS = [(80, 80), (40, 40), (20, 20)]
-RTMDET_STRIDES = [8, 16, 32]
+from golden.inputs import (  # noqa: F401  (re-exported for the benchmark files)
+    RETINANET_FEATMAPS,
+    RETINANET_STRIDES,
+    RTMDET_FEATMAPS,
+    RTMDET_STRIDES,
+)
+from golden.inputs import retinanet_anchors as _retinanet_anchors
+from golden.inputs import rtmdet_points as _rtmdet_points
 
 
 def retinanet_anchors(device) -> torch.Tensor:
-    """(182403, 4) mmdet RetinaNet anchors, written out from the formula."""
-    levels = []
-    for (h, w), stride in zip(RETINANET_FEATMAPS, RETINANET_STRIDES):
-        scales = torch.tensor([4 * 2 ** (i / 3) for i in range(3)], dtype=torch.float64)
-        ratios = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-        hs = (stride * ratios.sqrt()[:, None] * scales[None, :]).reshape(-1)  # (9,)
-        ws = (stride / ratios.sqrt()[:, None] * scales[None, :]).reshape(-1)
-        base = torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], dim=1)  # (9, 4)
-        ys, xs = torch.meshgrid(torch.arange(h) * stride, torch.arange(w) * stride, indexing="ij")
-        shifts = torch.stack([xs, ys, xs, ys], dim=-1).reshape(-1, 1, 4).double()
-        levels.append((shifts + base).reshape(-1, 4))
-    return torch.cat(levels).float().to(device)
+    """(182403, 4) mmdet RetinaNet anchors of the 800x1216 batch, on ``device``."""
+    return _retinanet_anchors().to(device)
 
 
 def random_gts(num: int, device, height=800, width=1216, seed=0) -> torch.Tensor:
@@ -41,12 +33,7 @@ def random_gts(num: int, device, height=800, width=1216, seed=0) -> torch.Tensor
 
 def rtmdet_points(device) -> torch.Tensor:
     """(8400, 4) points with strides (x, y, stride_w, stride_h), offset 0."""
-    out = []
-    for (h, w), s in zip(RTMDET_FEATMAPS, RTMDET_STRIDES):
-        ys, xs = torch.meshgrid(torch.arange(h) * s, torch.arange(w) * s, indexing="ij")
-        out.append(torch.stack([xs.reshape(-1), ys.reshape(-1),
-                                torch.full((h * w,), s), torch.full((h * w,), s)], 1).float())
-    return torch.cat(out).to(device)
+    return _rtmdet_points().to(device)
 
 
 def random_boxes_scores(num: int, device, seed=0, size=1000.0):
@@ -56,28 +43,3 @@ def random_boxes_scores(num: int, device, seed=0, size=1000.0):
     boxes = torch.cat([xy, xy + wh], 1)
     scores = torch.rand(num, generator=g)
     return boxes.to(device), scores.to(device)
-
-
-def log_clip() -> float:
-    return math.log(1000.0 / 16)
-
-
-def torchvision_detector(name: str, num_classes: int, image_size):
-    """torchvision's own detector matching a reference config name (random weights).
-
-    torchvision models normalise and resize inside; both are turned off (mean 0,
-    std 1, min/max size = the image size) so the model sees exactly the tensors
-    the reference's detectors see. Names torchvision lacks raise NotImplementedError.
-    """
-    from torchvision.models import detection
-
-    builders = {
-        "retinanet_r50_fpn": detection.retinanet_resnet50_fpn,
-        "faster_rcnn_r50_fpn": detection.fasterrcnn_resnet50_fpn,
-    }
-    if name not in builders:
-        raise NotImplementedError(f"torchvision has no detector matching {name!r}")
-    h, w = image_size
-    return builders[name](weights=None, weights_backbone=None, num_classes=num_classes,
-                          min_size=min(h, w), max_size=max(h, w),
-                          image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0])

@@ -17,6 +17,7 @@ from conformance.checks import (
 )
 from conformance.oracles import assignment as oracle
 from conformance.strategies_assignment import boxes, labels_for, overlap_matrices
+from golden.inputs import retinanet_anchors, rtmdet_points
 
 pytestmark = pytest.mark.component("assigners")
 
@@ -655,24 +656,6 @@ def test_dsl_rejects_bad_inputs(impl, device):
 
 
 # --------------------------------------------------------------------------- memory bounds
-def _retinanet_anchors_800x1216(device) -> torch.Tensor:
-    """(182403, 4) mmdet RetinaNet anchors (strides 8..128, octave base scale 4,
-    3 scales, ratios 0.5/1/2), from the formula with plain torch."""
-    levels = []
-    for (h, w), stride in zip([(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)],
-                              [8, 16, 32, 64, 128]):
-        scales = torch.tensor([4 * 2 ** (i / 3) for i in range(3)], dtype=torch.float64)
-        ratios = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-        hs = (stride * ratios.sqrt()[:, None] * scales).reshape(-1)  # (9,)
-        ws = (stride / ratios.sqrt()[:, None] * scales).reshape(-1)
-        base = torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], dim=1)  # (9, 4)
-        ys, xs = torch.meshgrid(torch.arange(h) * stride, torch.arange(w) * stride,
-                                indexing="ij")
-        shifts = torch.stack([xs, ys, xs, ys], dim=-1).reshape(-1, 1, 4).double()
-        levels.append((shifts + base).reshape(-1, 4))
-    return torch.cat(levels).float().to(device)
-
-
 def _random_gts(num, height, width, seed, device):
     g = torch.Generator().manual_seed(seed)
     wh = torch.rand(num, 2, generator=g) * 200 + 16
@@ -683,7 +666,7 @@ def _random_gts(num, height, width, seed, device):
 @pytest.mark.spec("ASG-37")
 @pytest.mark.flavour("mmdet")
 def test_max_iou_assignment_of_500_gts_stays_memory_bounded(impl, device):
-    anchors = _retinanet_anchors_800x1216(device)
+    anchors = retinanet_anchors().to(device)  # (182403, 4), built from the formula
     gts = _random_gts(500, 800, 1216, seed=0, device=device)
     labels = (torch.arange(500) % 80).to(device)
     assigner = impl.get("MaxIoUAssigner")(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0)
@@ -698,13 +681,7 @@ def test_max_iou_assignment_of_500_gts_stays_memory_bounded(impl, device):
 @pytest.mark.spec("ASG-38")
 @pytest.mark.flavour("mmdet")
 def test_dsl_assignment_of_300_gts_never_holds_priors_by_gts_by_classes(impl, device):
-    sizes, strides = [(80, 80), (40, 40), (20, 20)], [8, 16, 32]
-    points = []
-    for (h, w), s in zip(sizes, strides):
-        ys, xs = torch.meshgrid(torch.arange(h) * s, torch.arange(w) * s, indexing="ij")
-        points.append(torch.stack([xs.reshape(-1), ys.reshape(-1), torch.full((h * w,), s),
-                                   torch.full((h * w,), s)], 1).float())
-    priors = torch.cat(points).to(device)  # (8400, 4): x, y, stride_w, stride_h
+    priors = rtmdet_points().to(device)  # (8400, 4): x, y, stride_w, stride_h
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(priors.shape[0], 80, generator=g).to(device)
     centres = priors[:, :2]

@@ -14,7 +14,7 @@ import torch
 
 from conformance.oracles import anchors as oracle
 from golden.case import GoldenCase, exact_sha256, sampled_rows
-from golden.cases._inputs import (FIRST_P3_ANCHOR, RETINANET_FEATMAPS, RETINANET_RATIOS,
+from golden.inputs import (FIRST_P3_ANCHOR, RETINANET_FEATMAPS, RETINANET_RATIOS,
                                   RETINANET_STRIDES, RTMDET_FEATMAPS, RTMDET_STRIDES, SAMPLES,
                                   sample_index)
 

@@ -14,7 +14,7 @@ import torch
 
 from conformance.oracles import boxes as oracle
 from golden.case import GoldenCase, sampled_rows
-from golden.cases._inputs import (FIRST_P3_ANCHOR, IMAGE_800x1216, OCTAVE_BASE_SCALE,
+from golden.inputs import (FIRST_P3_ANCHOR, IMAGE_800x1216, OCTAVE_BASE_SCALE,
                                   RETINANET_RATIOS, RETINANET_STRIDES, SCALES_PER_OCTAVE,
                                   retinanet_anchors, sample_index)
 

@@ -22,7 +22,7 @@ import torch
 
 from conformance.oracles import coders as oracle
 from golden.case import GoldenCase, sampled_rows
-from golden.cases._inputs import (FIRST_P3_ANCHOR, IMAGE_800x1216, SAMPLES, column_means,
+from golden.inputs import (FIRST_P3_ANCHOR, IMAGE_800x1216, SAMPLES, column_means,
                                   retinanet_anchors, rtmdet_points, sample_index)
 
 GTS_800x1216 = [

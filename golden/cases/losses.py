@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from golden.case import GoldenCase
-from golden.cases._inputs import RETINANET_ANCHORS_PER_LEVEL, level_slices
+from golden.inputs import RETINANET_ANCHORS_PER_LEVEL, level_slices
 
 RETINANET_LEVELS = RETINANET_ANCHORS_PER_LEVEL  # 9 anchors x (100x152, 50x76, ...)
 RTMDET_LEVELS = (6400, 1600, 400)  # 80x80, 40x40, 20x20 points

@@ -1,4 +1,5 @@
-"""Inputs and summaries shared by several golden case modules (no cases here).
+"""Inputs and summaries shared by the golden cases, the conformance tests and the
+benchmarks (no cases here).
 
 Everything is plain torch / NumPy, independent of ``reference/``: the RetinaNet
 800x1216 configuration and its 182403 anchors built from their formula, the
