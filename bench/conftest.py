@@ -157,6 +157,8 @@ def bench_case(benchmark, bench_device, implementations, request):
             benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1)
         else:
             benchmark(timed)
+        if benchmark.disabled:  # --benchmark-disable: a correctness-only run, nothing timed
+            return
         peak = peak_memory_bytes(fn, bench_device)
         benchmark.extra_info.update(workload=workload, impl=impl_name, peak_bytes=peak,
                                     output_bytes=output_bytes)
