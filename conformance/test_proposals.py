@@ -124,7 +124,7 @@ def test_mmdet_levels_do_not_suppress_each_other_and_top_k_is_per_level(impl, de
 # --------------------------------------------------------------------------- detectron2
 @pytest.mark.spec("PROP-4")
 @pytest.mark.flavour("detectron2")
-@given(levels=rpn_levels(), topk=st.sampled_from([2, 5, 1000]),
+@given(levels=rpn_levels(), topk=st.sampled_from([0, 2, 5, 1000]),
        thr=st.sampled_from([0.5011, 0.7071]), min_size=st.sampled_from([0.0, 2.0, 6.5]),
        post=st.sampled_from([3, 1000]))
 def test_find_top_rpn_proposals_follows_the_detectron2_steps(impl, device, levels, topk, thr,
@@ -156,6 +156,22 @@ def test_detectron2_min_box_size_is_strict_and_drops_empty_boxes(impl, device):
               post_nms_topk=10, min_box_size=0.0, training=False)
     assert out[3].tolist() == [0, 1]
     assert_close(out[0], np.array([[0, 0, 4, 10], [10, 0, 14.5, 10]], dtype=np.float64))
+
+
+@pytest.mark.spec("PROP-9")
+@pytest.mark.flavour("detectron2")
+def test_detectron2_pre_nms_topk_zero_keeps_nothing(impl, device):
+    # detectron2 proposal_utils.py takes topk(min(A, pre_nms_topk)): k = 0 selects no
+    # anchor, unlike mmdet's nms_pre <= 0 (all anchors).
+    boxes = [[0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30]]
+    out = _d2(impl, device, [boxes, boxes], [[3.0, 2.0, 1.0], [0.5, 0.4, 0.3]],
+              nms_thresh=0.7, pre_nms_topk=0, post_nms_topk=10, min_box_size=0.0,
+              training=False)
+    assert tuple(out[0].shape) == (0, 4)
+    assert out[3].tolist() == [] and out[2].tolist() == []
+    out = _d2(impl, device, [boxes], [[3.0, 2.0, 1.0]], nms_thresh=0.7, pre_nms_topk=1,
+              post_nms_topk=10, min_box_size=0.0, training=False)
+    assert out[3].tolist() == [0]
 
 
 @pytest.mark.spec("PROP-6")

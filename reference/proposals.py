@@ -80,14 +80,18 @@ def _check_count(name, value):
 def _top_k_per_level(scores: Sequence[torch.Tensor], k: int, sort_small_levels: bool):
     """Indices (into the levels concatenated) of each level's top-k scores.
 
-    Returns (indices (n,) int64, level_ids (n,) int64). k <= 0 keeps everything.
-    With ``sort_small_levels=False`` a level with at most k entries keeps its
-    original order (mmdet); otherwise every level is sorted (detectron2).
+    Returns (indices (n,) int64, level_ids (n,) int64).
+    ``sort_small_levels=False`` is mmdet's rule (``if 0 < nms_pre < count``):
+    k <= 0 keeps everything and a level with at most k entries keeps its
+    original order. ``sort_small_levels=True`` is detectron2's
+    (``topk(min(count, k))``): every level is sorted and k = 0 keeps nothing.
     """
     indices, level_ids, start = [], [], 0
     for level, level_scores in enumerate(scores):
         count = level_scores.shape[0]
-        if k > 0 and (count > k or sort_small_levels):
+        if sort_small_levels:
+            order = torch.sort(level_scores, descending=True, stable=True).indices[:max(k, 0)]
+        elif 0 < k < count:
             order = torch.sort(level_scores, descending=True, stable=True).indices[:k]
         else:
             order = torch.arange(count, device=level_scores.device)
@@ -168,8 +172,9 @@ def find_top_rpn_proposals(
         logits: per level (A_l,) objectness logits.
         image_size: (height, width); proposals are clipped to [0, w] x [0, h].
         nms_thresh: NMS by level suppresses IoU > nms_thresh.
-        pre_nms_topk: per level, keep the top ``pre_nms_topk`` logits
-            (detectron2 configs: 2000 training, 1000 inference).
+        pre_nms_topk: per level, keep the top ``min(A_l, pre_nms_topk)`` logits
+            (detectron2 configs: 2000 training, 1000 inference); 0 keeps
+            nothing (unlike mmdet's ``nms_pre``, where <= 0 means all).
         post_nms_topk: keep at most this many after NMS (1000 in both).
         min_box_size: keep boxes with width > min_box_size AND height >
             min_box_size (strict, so zero-size boxes are always dropped).
@@ -184,6 +189,8 @@ def find_top_rpn_proposals(
     height, width = _check_image_size(image_size)
     _check_count("pre_nms_topk", pre_nms_topk)
     _check_count("post_nms_topk", post_nms_topk)
+    if pre_nms_topk < 0:  # upstream's topk(min(A, k)) raises on a negative k
+        raise ValueError(f"pre_nms_topk: expected an int >= 0, got {pre_nms_topk}")
     # 1. Top pre_nms_topk per level, then all levels together.
     picked, level_ids = _top_k_per_level(logits, pre_nms_topk, sort_small_levels=True)  # (n,)
     scores = torch.cat(list(logits))[picked]  # (n,)

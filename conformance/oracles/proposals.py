@@ -34,9 +34,14 @@ def mmdet_delta_decode(anchor, delta, means, stds, max_shape, wh_ratio_clip=16 /
 
 
 def _top_k(level_scores, k, sort_small):
+    """mmdet (sort_small=False): ``if 0 < k < n`` take the top k, else all, unsorted.
+    detectron2 (sort_small=True): ``topk(min(n, k))``, so k = 0 takes nothing."""
     n = len(level_scores)
-    if k > 0 and (n > k or sort_small):
-        return sorted(range(n), key=lambda i: (-float(level_scores[i]), i))[:k]
+    ranked = sorted(range(n), key=lambda i: (-float(level_scores[i]), i))
+    if sort_small:
+        return ranked[:min(n, k)]
+    if 0 < k < n:
+        return ranked[:k]
     return list(range(n))
 
 
