@@ -327,6 +327,20 @@ def test_multiclass_nms_ignores_the_background_column_and_needs_strictly_greater
     assert_close(out_boxes, np.array([[0, 0, 10, 10], [50, 50, 60, 60]], dtype=np.float64))
 
 
+@pytest.mark.spec("NMS-9")
+@pytest.mark.flavour("mmdet")
+def test_multiclass_nms_max_num_zero_keeps_every_detection(impl, device):
+    # mmdet bbox_nms.py cuts only `if max_num > 0` (2.11 and 3.3), so 0 means "no cap".
+    multiclass_nms = impl.get("multiclass_nms")
+    boxes = tensor([[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10]], device)
+    scores = tensor([[0.9, 0.1, 0.0], [0.8, 0.7, 0.0], [0.6, 0.2, 0.0]], device)
+    for max_num in (0, -1):
+        _, out_scores, labels, rows = multiclass_nms(boxes, scores, 0.15, 0.5, max_num)
+        assert rows.tolist() == [0, 1, 1, 2] and labels.tolist() == [0, 0, 1, 1]
+        assert_close(out_scores, np.array([0.9, 0.8, 0.7, 0.2]))
+    assert multiclass_nms(boxes, scores, 0.15, 0.5, 2)[3].tolist() == [0, 1]
+
+
 @pytest.mark.spec("NMS-10")
 def test_multiclass_postprocessing_with_no_candidates_is_empty(impl, device):
     boxes = tensor([[0, 0, 10, 10]], device)

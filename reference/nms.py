@@ -312,7 +312,8 @@ def multiclass_nms(
             which is dropped.
         score_threshold: candidates need score > score_threshold (strict).
         iou_threshold: class-wise NMS suppresses IoU > iou_threshold.
-        max_num: keep at most this many detections; -1 keeps all.
+        max_num: keep at most this many detections; 0 or less keeps all
+            (mmdet's ``if max_num > 0``, unlike detectron2's ``topk_per_image``).
 
     Returns:
         ``Detections`` sorted by decreasing score; ``box_indices`` are rows of ``bboxes``.
@@ -323,8 +324,10 @@ def multiclass_nms(
     fg_scores = scores[:, :num_classes]  # (N, C)
     per_class = bboxes.reshape(bboxes.shape[0], bboxes.shape[1] // 4, 4)  # (N, C or 1, 4)
     per_class = per_class.expand(-1, num_classes, 4)  # (N, C, 4)
+    # mmdet bbox_nms.py (2.11 and 3.3) cuts only `if max_num > 0`: 0 keeps all.
+    limit = int(max_num) if max_num > 0 else -1
     return _select_and_nms(per_class, fg_scores, float(score_threshold), float(iou_threshold),
-                           int(max_num))
+                           limit)
 
 
 def fast_rcnn_inference(

@@ -64,7 +64,7 @@ def multiclass_nms(bboxes, scores, score_threshold, iou_threshold, max_num=-1):
                 cand_labels.append(c)
                 cand_rows.append(row)
     keep = batched_nms(np.reshape(cand_boxes, (-1, 4)), cand_scores, cand_labels, iou_threshold)
-    if max_num >= 0:
+    if max_num > 0:  # mmdet: max_num <= 0 keeps all
         keep = keep[:max_num]
     return (np.reshape([cand_boxes[k] for k in keep], (-1, 4)),
             np.array([cand_scores[k] for k in keep], dtype=np.float64),
