@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Without data flags it evaluates on the validation split the checkpoint was "
         "trained with.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint .pth from training")
+    parser.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
+                        help="only for a checkpoint of your own module:function builder: "
+                        "name it here to allow importing it (a name read from the file is "
+                        "never imported)")
     parser.add_argument("--data-path", default=None,
                         help="COCO root (annotations/instances_val2017.json, val2017/)")
     parser.add_argument("--val-ann", default=None, help="COCO instances JSON to evaluate on")
@@ -175,11 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from reference.data import CocoDetection, build_transforms, collate_lists, load_coco
-    from reference.train import load_model_from_checkpoint
+    from reference.checkpoint import CheckpointError, load_model_from_checkpoint
 
     args = build_parser().parse_args(argv)
     device = torch.device(args.device)
-    model, checkpoint = load_model_from_checkpoint(args.checkpoint, device)
+    try:
+        model, checkpoint = load_model_from_checkpoint(args.checkpoint, device,
+                                                       trusted_builder=args.model)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     data = checkpoint["data"]
     val_ann, val_images = data["val_ann"], data["val_images"]
     if args.data_path:

@@ -51,7 +51,7 @@ def draw_detections(picture: Image.Image, detections: dict, class_names: list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from reference.train import load_model_from_checkpoint
+    from reference.checkpoint import CheckpointError, load_model_from_checkpoint
 
     parser = argparse.ArgumentParser(prog="python -m reference.predict",
                                      description="Draw the detections of a checkpoint on "
@@ -62,11 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="draw detections scoring at least this")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
+                        help="only for a checkpoint of your own module:function builder: "
+                        "name it here to allow importing it (a name read from the file is "
+                        "never imported)")
     args = parser.parse_args(argv)
 
     if not Path(args.image).is_file():
         parser.error(f"--image {args.image!r} does not exist")
-    model, checkpoint = load_model_from_checkpoint(args.checkpoint, args.device)
+    try:
+        model, checkpoint = load_model_from_checkpoint(args.checkpoint, args.device,
+                                                       trusted_builder=args.model)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     with Image.open(args.image) as im:
         picture = im.convert("RGB")
     data = checkpoint["data"]

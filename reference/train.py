@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib
 import json
 import math
 import os
@@ -49,6 +48,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from reference.checkpoint import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from reference.data import (
     CocoDetection,
     DatasetError,
@@ -66,16 +72,12 @@ __all__ = [
     "lr_factor",
     "NonFiniteLossError",
     "build_parser",
-    "build_model",
-    "save_checkpoint",
-    "load_model_from_checkpoint",
     "load_backbone_weights",
     "save_curves",
 ]
 
-# Full-size upstream configs train on COCO-sized images; the small CPU configs on
-# the synthetic 128 px images. (min_size, max_size) when --min-size is not given.
-FULL_SIZE_MODELS = ("retinanet_r50_fpn", "faster_rcnn_r50_fpn", "rtmdet_tiny")
+# (min_size, max_size) when --min-size is not given: the synthetic set's own 128 px,
+# COCO's usual 800 / 1333 otherwise.
 DEFAULT_SIZES = {"synthetic": (128, 128), "coco": (800, 1333)}
 
 # Per-model changes to the command-line defaults (explicit flags still win). The
@@ -167,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ResNet50_Weights.IMAGENET1K_V1 is used only if already in the torch "
                    "hub cache; nothing is downloaded)")
     m.add_argument("--sync-bn", choices=("auto", "on", "off"), default="auto",
-                   help="SyncBatchNorm under DDP; auto = on for RTMDet (CUDA only: "
+                   help="SyncBatchNorm under DDP; auto = on for models whose class sets "
+                   "sync_bn_under_ddp (RTMDet, as mmdet's configs) (CUDA only: "
                    "PyTorch has no CPU SyncBN)")
 
     o = p.add_argument_group("optimisation")
@@ -221,24 +224,6 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def build_model(name: str, num_classes: int, overrides: dict | None = None) -> torch.nn.Module:
-    """The detector ``name`` for ``num_classes`` foreground classes.
-
-    ``name`` is one of ``reference.detectors.DETECTOR_NAMES`` or ``"module:function"``
-    naming a builder called as ``function(num_classes=..., **overrides)``.
-    """
-    overrides = dict(overrides or {})
-    if ":" in name:
-        module_name, _, fn_name = name.partition(":")
-        builder = getattr(importlib.import_module(module_name), fn_name)
-        return builder(num_classes=num_classes, **overrides)
-    from reference.detectors import DETECTOR_NAMES, build_detector
-    if name not in DETECTOR_NAMES:
-        raise ValueError(f"--model {name!r}: expected one of {sorted(DETECTOR_NAMES)} "
-                         "or module:function")
-    return build_detector(name, num_classes=num_classes, **overrides)
-
-
 def _weights_file_for_name(name: str) -> Path:
     """The torch hub cache file of a torchvision weights enum name, or a clear error."""
     from torchvision.models import get_weight
@@ -284,27 +269,6 @@ def load_backbone_weights(model: torch.nn.Module, source: str) -> dict[str, int]
                          "matches the model's backbone")
     best.load_state_dict(best_keys, strict=False)
     return {"loaded": len(best_keys), "skipped": len(state) - len(best_keys)}
-
-
-# --------------------------------------------------------------------------- checkpoints
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_model_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
-    """``(model in eval mode on device, checkpoint dict)`` from a training checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"--checkpoint {str(path)!r} does not exist")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(checkpoint["model_name"], checkpoint["num_classes"],
-                        checkpoint["model_overrides"])
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), checkpoint
 
 
 # --------------------------------------------------------------------------- logging
@@ -545,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         runlog.say(f"backbone weights {args.weights_backbone}: {counts}")
     model.to(device)
-    sync_bn = args.sync_bn == "on" or (args.sync_bn == "auto" and "rtmdet" in args.model)
+    sync_bn = args.sync_bn == "on" or (
+        args.sync_bn == "auto" and getattr(model, "sync_bn_under_ddp", False))
     if world > 1 and sync_bn:
         if device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -571,8 +536,13 @@ def main(argv: list[str] | None = None) -> int:
     history: dict[str, list] = {"loss": [], "ap": []}
     checkpoint_path = output_dir / "checkpoint.pth"
     if args.resume:
-        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
-        model_without_ddp.load_state_dict(checkpoint["model"])
+        try:
+            checkpoint = load_checkpoint(args.resume, require=(
+                "model", "optimizer", "scaler", "epoch", "step", "history", "rng", "schedule"))
+            load_weights(model_without_ddp, checkpoint["model"], args.resume)
+        except CheckpointError as exc:
+            print(f"error: --resume: {exc}", file=sys.stderr)
+            return 2
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, step = checkpoint["epoch"], checkpoint["step"]

@@ -20,15 +20,9 @@ import pytest
 import torch
 from torch import nn
 
+from reference.checkpoint import load_model_from_checkpoint, save_checkpoint
 from reference.data import SyntheticShapesConfig, ensure_synthetic_dataset
-from reference.train import (
-    Schedule,
-    build_parser,
-    load_model_from_checkpoint,
-    lr_factor,
-    main,
-    save_checkpoint,
-)
+from reference.train import Schedule, build_parser, lr_factor, main
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
@@ -175,7 +169,8 @@ def test_local_backbone_weights_file_is_loaded(tiny_data, tmp_path, capsys):
     assert main(_argv(tiny_data, out, "--epochs", "1", "--lr", "0", "--no-eval",
                       "--weights-backbone", str(tmp_path / "backbone.pth"))) == 0
     assert "'loaded': 11" in capsys.readouterr().err
-    model, _ = load_model_from_checkpoint(out / "checkpoint.pth")
+    model, _ = load_model_from_checkpoint(out / "checkpoint.pth",
+                                          trusted_builder="test_train:build_standin")
     # lr 0 and no weight decay effect: the loaded values survive training
     assert torch.allclose(model.features[0].weight, torch.full_like(model.features[0].weight,
                                                                      0.125))
@@ -279,13 +274,15 @@ def test_evaluate_and_predict_cli_use_the_checkpoint(tiny_data, tmp_path, capsys
     capsys.readouterr()
     stats_file = tmp_path / "stats.json"
     assert evaluate.main(["--checkpoint", str(out / "checkpoint.pth"),
+                          "--model", "test_train:build_standin",
                           "--json-out", str(stats_file)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("Average Precision") == 6 and printed.count("Average Recall") == 6
     assert len(json.loads(stats_file.read_text())) == 12
     image = tiny_data / "val2017" / "000000.png"
     drawn = tmp_path / "drawn.png"
-    assert predict.main(["--checkpoint", str(out / "checkpoint.pth"), "--image", str(image),
+    assert predict.main(["--checkpoint", str(out / "checkpoint.pth"),
+                         "--model", "test_train:build_standin", "--image", str(image),
                          "--out", str(drawn), "--score-threshold", "0"]) == 0
     from PIL import Image
     with Image.open(drawn) as im, Image.open(image) as orig:

@@ -75,6 +75,10 @@ class RTMDet(nn.Module):
     Training -> {"loss_cls", "loss_box"}; eval -> per image {"boxes", "scores", "labels"}.
     """
 
+    # mmdet 3.3's rtmdet configs norm with SyncBN (rtmdet_l_8xb32-300e_coco.py); the
+    # training script reads this to convert under DDP (--sync-bn auto).
+    sync_bn_under_ddp = True
+
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: RTMDetSepBNHead,
                  cfg: RTMDetConfig) -> None:
         super().__init__()
