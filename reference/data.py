@@ -68,6 +68,9 @@ __all__ = [
     "build_transforms",
     "aspect_ratio_group_ids",
     "GroupedBatchSampler",
+    "sample_seed",
+    "SeededSamples",
+    "EpochBatches",
     "collate_lists",
     "resolve_data_paths",
 ]
@@ -536,6 +539,70 @@ class GroupedBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of dataset item ``index`` in ``epoch`` of a run seeded ``seed``.
+
+    A pure function (63 bits of sha256), so an image's random flip does not depend on
+    which DataLoader worker loads it, on the worker count, or on where a run resumed.
+    """
+    digest = hashlib.sha256(f"sample/{seed}/{epoch}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """``dataset`` indexed by ``(index, seed)``: each item is drawn under its own seed.
+
+    The global torch RNG the transforms draw from is forked, seeded with ``seed``,
+    and restored afterwards, so the caller's RNG stream is left untouched.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """The batches of one epoch, from batch ``start`` on, as ``[(index, seed), ...]``.
+
+    Wraps a batch sampler whose ``sampler`` has ``set_epoch`` (DistributedSampler):
+    ``set_epoch(epoch, start)`` picks the epoch's order and skips the batches a
+    resumed run already trained on. ``len`` is the number of batches left;
+    ``batches_per_epoch`` the full count.
+    """
+
+    def __init__(self, batch_sampler: torch.utils.data.Sampler, seed: int) -> None:
+        self.batch_sampler = batch_sampler
+        self.seed = seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        if not 0 <= start <= len(self.batch_sampler):
+            raise ValueError(f"start={start}: expected 0 <= start <= "
+                             f"{len(self.batch_sampler)} batches per epoch")
+        self.batch_sampler.sampler.set_epoch(epoch)
+        self.epoch, self.start = epoch, start
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for k, batch in enumerate(self.batch_sampler):
+            if k >= self.start:
+                yield [(i, sample_seed(self.seed, self.epoch, i)) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler) - self.start
 
 
 def collate_lists(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list, list]:

@@ -13,11 +13,21 @@ The command line follows torchvision's detection reference. What a run writes in
 
     log.jsonl        one JSON object per logging step ({"type": "step", ...}),
                      per epoch ({"type": "epoch", ..., "coco": {12 stats}}) and per
-                     event (start, resume, non-finite loss, end)
-    checkpoint.pth   written atomically (tmp + os.replace) after every epoch;
-                     ``--resume`` continues from it with the same schedule, so a
-                     killed and resumed run ends at the same step count
+                     event (start, resume, interrupted, nonfinite, end)
+    checkpoint.pth   written atomically (tmp, fsync, os.replace) at the end of every
+                     epoch (before its evaluation, and again after it), every
+                     ``--checkpoint-every`` steps, and on Ctrl-C / SIGTERM (at the
+                     current step); see ``reference.checkpoint``
     curves.png       loss per logging step and AP per epoch, drawn at the end
+
+Resuming is exact: ``--resume DIR`` (or ``auto``) continues from the checkpoint's own
+arguments, at the step it was saved, and ends bit-identical to an uninterrupted run
+at the same thread count, whatever ``--workers``. Three things make that so: the
+learning rate is a pure function of the global step (``lr_factor``); every image's
+augmentation is drawn under its own seed, a pure function of (seed, epoch, index)
+(``reference.data.EpochBatches``); and the model's own random draws (samplers) are
+seeded at every step from (seed, rank, step). Steps a killed run logged after its
+last checkpoint are removed from log.jsonl when it resumes, so no step appears twice.
 
 Steps of one run (``main``):
  1) distributed setup (torchrun's env vars; gloo on CPU, nccl on CUDA)
@@ -26,7 +36,7 @@ Steps of one run (``main``):
     SyncBN for RTMDet on CUDA, DDP
  4) optimizer; the learning rate is a pure function of the global step
     (``lr_factor``), which is what makes resuming exact
- 5) resume, then for each epoch: train, evaluate (COCO bbox), checkpoint
+ 5) resume, then for each epoch: train, checkpoint, evaluate (COCO bbox), checkpoint
  6) curves
 """
 
@@ -38,8 +48,12 @@ import datetime
 import json
 import math
 import os
+import hashlib
 import random
+import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,8 +63,10 @@ import torch
 import torch.distributed as dist
 
 from reference.checkpoint import (
+    CHECKPOINT_NAME,
     CheckpointError,
     build_model,
+    find_checkpoint,
     load_checkpoint,
     load_weights,
     save_checkpoint,
@@ -58,7 +74,9 @@ from reference.checkpoint import (
 from reference.data import (
     CocoDetection,
     DatasetError,
+    EpochBatches,
     GroupedBatchSampler,
+    SeededSamples,
     aspect_ratio_group_ids,
     build_transforms,
     collate_lists,
@@ -203,8 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--output-dir", default="runs/train", help="log, checkpoint and curves")
-    r.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                   help="continue from a checkpoint written by this script")
+    r.add_argument("--resume", default=None, metavar="CHECKPOINT|DIR|auto",
+                   help="continue a run from its checkpoint (a file, a run folder, or auto: "
+                   "the --output-dir's checkpoint if there is one, else start afresh) with "
+                   "the arguments it was started with; flags that change the data, model, "
+                   "classes or sizes are refused, schedule flags are taken with a warning")
+    r.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="also save a checkpoint every N steps (0: only at epoch ends, "
+                   "Ctrl-C and SIGTERM)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads "
+                   "(torch.set_num_threads; default: torch's own, or the cores shared "
+                   "between torchrun processes). On a busy machine 1-2 threads can be "
+                   "several times faster than the default; OMP_NUM_THREADS sets the same "
+                   "for all libraries. Results are bit-identical only at a fixed thread count")
     r.add_argument("--print-freq", type=int, default=20, help="steps between log lines")
     r.add_argument("--no-eval", action="store_true", help="skip the per-epoch evaluation")
     return p
@@ -287,6 +316,31 @@ class RunLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
 
+    def drop_after(self, step: int, completed_epochs: int, evaluated: bool) -> int:
+        """Remove the step/epoch records a killed run wrote after its checkpoint
+        (so a resumed run logs no step twice); returns how many were removed."""
+        if not self.enabled or not self.path.is_file():
+            return 0
+        keep, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a kill -9
+                dropped += 1
+                continue
+            kind = entry.get("type")
+            stale = (kind == "step" and entry.get("step", 0) > step) or (
+                kind == "epoch" and (entry.get("epoch", 0) + 1 > completed_epochs or (
+                    entry.get("epoch", 0) + 1 == completed_epochs and not evaluated)))
+            if stale:
+                dropped += 1
+            else:
+                keep.append(line)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        os.replace(tmp, self.path)
+        return dropped
+
     def progress(self, text: str, final: bool = False) -> None:
         if not self.enabled:
             return
@@ -303,6 +357,59 @@ class RunLog:
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; training stops and keeps the last checkpoint."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM arrived; raised at a step boundary, after the checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+class _StopRequests:
+    """SIGINT / SIGTERM handlers for the main process.
+
+    While ``deferring`` (inside a training step or a checkpoint write) a signal is only
+    noted and the loop stops at the next step boundary; elsewhere (setup, evaluation)
+    it raises TrainingInterrupted at once. A second signal raises KeyboardInterrupt.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.deferring = False
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+        self.signum = signum
+        if not self.deferring:
+            raise TrainingInterrupted(signum)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C / SIGTERM to the main process, which stops them
+    after saving (a terminal sends SIGINT to the whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of the model's own random draws (e.g. proposal sampling) at ``step``."""
+    digest = hashlib.sha256(f"step/{seed}/{rank}/{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def save_curves(history: dict, path: str | Path, size: tuple[int, int] = (900, 360)) -> None:
@@ -390,58 +497,160 @@ def _optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=args.lr)
 
 
-def train_one_epoch(model, optimizer, scaler, loader, device, epoch: int, step: int,
-                    schedule: Schedule, args, world: int, runlog: RunLog,
-                    history: dict) -> int:
-    """One pass over ``loader``; returns the global step after it."""
+@dataclasses.dataclass
+class _Run:
+    """What the loop, the checkpoints and the handlers share during one run."""
+
+    args: argparse.Namespace
+    model: torch.nn.Module  # DDP-wrapped under torchrun
+    model_without_ddp: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    loader: torch.utils.data.DataLoader
+    batches: EpochBatches
+    device: torch.device
+    schedule: Schedule
+    rank: int
+    world: int
+    runlog: RunLog
+    history: dict
+    stop: _StopRequests
+    checkpoint_path: Path
+    extra: dict  # model name, classes, data: constant entries of every checkpoint
+    saved_step: int | None = None  # global step of the checkpoint on disk
+
+    def save(self, completed_epochs: int, epoch_step: int, step: int, evaluated: bool) -> None:
+        """Checkpoint at a step boundary (rank 0 writes; a signal waits until it is done)."""
+        if self.rank != 0:
+            return
+        weights = self.model_without_ddp.state_dict()
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]
+        if bad:  # never overwrite the last good checkpoint with diverged weights
+            raise NonFiniteLossError(f"weights became non-finite ({len(bad)} tensors, e.g. "
+                                     f"{bad[0]}) at step {step}")
+        deferring, self.stop.deferring = self.stop.deferring, True
+        try:
+            save_checkpoint({
+                "model": weights,
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": completed_epochs,
+                "epoch_step": epoch_step,  # steps done inside epoch `completed_epochs`
+                "step": step,
+                "evaluated": evaluated,  # the last completed epoch's evaluation is done
+                "schedule": dataclasses.asdict(self.schedule),
+                "history": self.history,
+                "args": vars(self.args),
+                **self.extra,
+            }, self.checkpoint_path)
+        finally:
+            self.stop.deferring = deferring
+        self.saved_step = step
+
+
+def train_one_epoch(run: _Run, epoch: int, start: int, step: int) -> int:
+    """Steps ``start ..`` of ``epoch`` (0-based); returns the global step after them."""
+    args, model, optimizer, scaler, device = run.args, run.model, run.optimizer, run.scaler, \
+        run.device
+    steps_per_epoch = run.schedule.steps_per_epoch
     model.train()
+    run.batches.set_epoch(epoch, start)
     window_start, window_images = time.perf_counter(), 0
-    epoch_start = time.perf_counter()
-    for index, (images, targets) in enumerate(loader):
-        # 1) learning rate for this step (pure function of the global step)
-        lr = args.lr * lr_factor(step, schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        # 2) forward: the detector returns a dict of scalar losses
-        images = [image.to(device, non_blocking=True) for image in images]
-        targets = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v)
-                    for k, v in t.items()} for t in targets]
-        with torch.autocast(device_type=device.type, enabled=args.amp):
-            losses = model(images, targets)
-        total = sum(losses.values())
-        # 3) the non-finite guard looks at the mean over ranks, so all ranks stop together
-        names = sorted(losses)
-        logged = _mean_over_ranks(
-            torch.stack([total.detach().float()] + [losses[n].detach().float() for n in names]),
-            world).tolist()
-        if not math.isfinite(logged[0]):
-            parts = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, logged[1:]))
-            raise NonFiniteLossError(f"loss is {logged[0]} at epoch {epoch} step {step} "
-                                     f"({parts})")
-        # 4) backward, optional clipping, step
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        if args.clip_grad:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        step += 1
-        window_images += len(images) * world
-        # 5) log every print_freq steps and at the end of the epoch
-        if step % args.print_freq == 0 or index + 1 == len(loader):
-            now = time.perf_counter()
-            throughput = window_images / max(now - window_start, 1e-9)
-            window_start, window_images = now, 0
-            per_loss = {n: round(v, 5) for n, v in zip(names, logged[1:])}
-            history["loss"].append((step, logged[0]))
-            runlog.record("step", epoch=epoch, step=step, lr=lr, loss=round(logged[0], 5),
-                          losses=per_loss, images_per_s=round(throughput, 2))
-            eta = (now - epoch_start) / (index + 1) * (len(loader) - index - 1)
-            runlog.progress(f"epoch {epoch + 1}/{args.epochs} [{index + 1:>5}/{len(loader)}] "
-                            f"loss {logged[0]:.4f} lr {lr:.2e} {throughput:6.1f} img/s "
-                            f"eta {eta:5.0f}s", final=index + 1 == len(loader))
+    epoch_start, done_here = time.perf_counter(), 0
+    batches = iter(run.loader)
+    run.stop.deferring = True  # a signal from here on stops at the next step boundary
+    try:
+        for index in range(start, steps_per_epoch):
+            # 1) the next batch; a stop request seen while waiting ends the run here
+            try:
+                images, targets = next(batches)
+            except DatasetError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a worker that died of our signal
+                if run.stop.signum is None:
+                    _reraise_worker_dataset_error(exc)
+                    raise
+                images = None
+            if run.stop.signum is not None and (run.world == 1 or images is None):
+                run.save(epoch, index, step, evaluated=True)
+                raise TrainingInterrupted(run.stop.signum)
+            # 2) learning rate and the seed of the model's own draws (pure functions of step)
+            lr = args.lr * lr_factor(step, run.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(_step_seed(args.seed, run.rank, step))
+            # 3) forward: the detector returns a dict of scalar losses; its own
+            #    divergence check (FloatingPointError) counts as a non-finite loss
+            images = [image.to(device, non_blocking=True) for image in images]
+            targets = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                        for k, v in t.items()} for t in targets]
+            diverged = None
+            try:
+                with torch.autocast(device_type=device.type, enabled=args.amp):
+                    losses = model(images, targets)
+                total = sum(losses.values())
+            except FloatingPointError as exc:
+                diverged, losses = str(exc), {}
+                total = torch.tensor(float("nan"), device=device)
+            # 4) mean over ranks of the losses and of the stop flag: all ranks stop together
+            names = sorted(losses)
+            stop_flag = torch.tensor(float(run.stop.signum is not None), device=device)
+            reduced = _mean_over_ranks(torch.stack(
+                [total.detach().float()] + [losses[n].detach().float() for n in names]
+                + [stop_flag]), run.world).tolist()
+            logged, stop_now = reduced[:-1], reduced[-1] > 0
+            if not math.isfinite(logged[0]):
+                parts = diverged or ", ".join(f"{n}={v:.4g}" for n, v in zip(names, logged[1:]))
+                raise NonFiniteLossError(f"loss is {logged[0]} at epoch {epoch} step {step} "
+                                         f"({parts})")
+            # 5) backward, optional clipping, step
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            if args.clip_grad:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            done_here += 1
+            window_images += len(images) * run.world
+            # 6) log the first step at once, then every print_freq steps and the last one
+            last = index + 1 == steps_per_epoch
+            if done_here == 1 or step % args.print_freq == 0 or last:
+                now = time.perf_counter()
+                throughput = window_images / max(now - window_start, 1e-9)
+                window_start, window_images = now, 0
+                per_loss = {n: round(v, 5) for n, v in zip(names, logged[1:])}
+                run.history["loss"].append((step, logged[0]))
+                run.runlog.record("step", epoch=epoch, step=step, lr=lr,
+                                  loss=round(logged[0], 5), losses=per_loss,
+                                  images_per_s=round(throughput, 2))
+                eta = (now - epoch_start) / done_here * (steps_per_epoch - index - 1)
+                run.runlog.progress(f"epoch {epoch + 1}/{args.epochs} [{index + 1:>5}/"
+                                    f"{steps_per_epoch}] loss {logged[0]:.4f} lr {lr:.2e} "
+                                    f"{throughput:6.1f} img/s eta {eta:5.0f}s", final=last)
+            # 7) stop here when asked (checkpoint at this step), or a periodic checkpoint
+            if stop_now or (run.world == 1 and run.stop.signum is not None):
+                if not last:
+                    run.save(epoch, index + 1, step, evaluated=True)
+                else:
+                    run.save(epoch + 1, 0, step, evaluated=args.no_eval)
+                if run.world > 1:
+                    dist.barrier()
+                raise TrainingInterrupted(run.stop.signum or signal.SIGTERM)
+            if args.checkpoint_every and step % args.checkpoint_every == 0 and not last:
+                run.save(epoch, index + 1, step, evaluated=True)
+    finally:
+        run.stop.deferring = False
     return step
+
+
+def _reraise_worker_dataset_error(exc: Exception) -> None:
+    """A DatasetError raised in a DataLoader worker arrives as its traceback text;
+    raise it again as the one-line DatasetError it was."""
+    text = str(exc).strip().splitlines()
+    if text and text[-1].startswith(("reference.data.DatasetError: ", "DatasetError: ")):
+        raise DatasetError(text[-1].split(": ", 1)[1]) from None
 
 
 def _seed_everything(seed: int) -> None:
@@ -450,25 +659,138 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# --------------------------------------------------------------------------- resume
+# A resumed run takes the checkpoint's arguments. Flags given explicitly on the
+# command line that would change what the weights were trained on are refused;
+# schedule flags are taken with a warning (the run is then no longer identical to an
+# uninterrupted one); the rest (device, workers, logging, output) are free.
+FIXED_ON_RESUME = ("data_path", "train_ann", "train_images", "val_ann", "val_images",
+                   "min_size", "max_size", "model", "model_override", "weights_backbone",
+                   "batch_size", "aspect_ratio_group_factor", "seed", "optimizer")
+SCHEDULE_FLAGS = ("epochs", "lr", "momentum", "weight_decay", "norm_weight_decay",
+                  "lr_schedule", "lr_steps", "lr_gamma", "warmup_iters", "warmup_factor",
+                  "clip_grad", "amp")
+RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "epoch_step", "step", "evaluated",
+               "schedule", "history", "args", "model_name", "model_overrides", "num_classes",
+               "label_to_cat_id")
+
+
+def _explicit_flags(argv: list[str] | None) -> dict[str, Any]:
+    """The flags given on the command line (dest -> value), defaults left out."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _resume_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 explicit: dict) -> tuple[argparse.Namespace, dict | None, list[str]]:
+    """(arguments to run with, the verified checkpoint or None, notes to print).
+
+    Raises CheckpointError / ValueError with the message for the user.
+    """
+    from reference.detectors import DETECTOR_NAMES
+
+    if args.resume == "auto":
+        found = find_checkpoint(Path(args.output_dir))
+        if found is None:
+            args.resume = None
+            return args, None, [f"--resume auto: no {CHECKPOINT_NAME} in {args.output_dir}; "
+                                "starting a new run"]
+    else:
+        found = find_checkpoint(args.resume)
+        if found is None:
+            raise CheckpointError(f"checkpoint {args.resume!r} does not exist (expected a .pth "
+                                  f"file or a run folder holding {CHECKPOINT_NAME})")
+    checkpoint = load_checkpoint(found, require=RESUME_KEYS)
+    stored = checkpoint["args"]
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"checkpoint {str(found)!r}: 'args' is not a dict")
+    merged = {**vars(parser.parse_args([])), **stored}
+    refused, notes = [], []
+    for dest, value in explicit.items():
+        if dest == "resume" or value == merged.get(dest):
+            continue
+        if dest in FIXED_ON_RESUME:
+            refused.append(f"{_flag(dest)} {value!r} (the checkpoint's: {merged.get(dest)!r})")
+            continue
+        if dest in SCHEDULE_FLAGS:
+            notes.append(f"warning: resuming with {_flag(dest)} {value!r} instead of the "
+                         f"checkpoint's {merged.get(dest)!r}: the run is no longer identical "
+                         "to an uninterrupted one")
+        merged[dest] = value
+    if refused:
+        raise ValueError(f"--resume {found}: " + "; ".join(refused) + " would change the data, "
+                         "model, classes, sizes or sample order the checkpoint was trained "
+                         "with. Resume without them, or start a new run in another "
+                         "--output-dir")
+    name = merged["model"]
+    if name not in DETECTOR_NAMES and explicit.get("model") != name:
+        raise CheckpointError(f"checkpoint {str(found)!r} names model {name!r}, which is not one "
+                              f"of {list(DETECTOR_NAMES)}; a module:function builder is imported "
+                              f"only when you name it yourself (--model {name})")
+    if "output_dir" not in explicit:
+        merged["output_dir"] = str(found.parent)
+    merged["resume"] = str(found)
+    return argparse.Namespace(**merged), checkpoint, notes
+
+
+# --------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.model in MODEL_TRAIN_DEFAULTS:  # re-parse so explicit flags beat model defaults
+    stop = _StopRequests()
+    stop.install()  # from here on Ctrl-C / SIGTERM end the run cleanly
+    try:
+        return _main(parser, args, argv, stop)
+    except TrainingInterrupted as exc:  # before the loop had anything to save
+        print(f"interrupted by {exc}; nothing was saved", file=sys.stderr, flush=True)
+        return 128 + exc.signum
+    finally:
+        stop.uninstall()
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop) -> int:
+    explicit = _explicit_flags(argv)
+    checkpoint, notes = None, []
+    if args.resume:
+        try:
+            args, checkpoint, notes = _resume_args(parser, args, explicit)
+        except ValueError as exc:  # CheckpointError included
+            print(f"error: --resume: {exc}", file=sys.stderr)
+            return 2
+    if checkpoint is None and args.model in MODEL_TRAIN_DEFAULTS:
+        # re-parse so explicit flags beat model defaults
         parser.set_defaults(**MODEL_TRAIN_DEFAULTS[args.model])
         args = parser.parse_args(argv)
+        args.resume = None
     try:
         overrides = _parse_overrides(args.model_override)
     except ValueError as exc:
         parser.error(str(exc))
+    for flag in ("checkpoint_every", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "checkpoint_every" else 1):
+            parser.error(f"{_flag(flag)} {value}: expected a "
+                         f"{'non-negative' if flag == 'checkpoint_every' else 'positive'} "
+                         "integer")
 
     # 1) distributed setup
     rank, world, device = _init_distributed(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.amp and device.type != "cuda":
         parser.error("--amp needs a CUDA device (mixed precision is CUDA only here)")
     output_dir = Path(args.output_dir)
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(output_dir, enabled=rank == 0)
+    for note in notes:
+        runlog.say(note)
     _seed_everything(args.seed + rank)
 
     try:
@@ -489,19 +811,32 @@ def main(argv: list[str] | None = None) -> int:
     if len(train_set) == 0:
         print(f"error: {paths.train_ann} has no image with a usable box", file=sys.stderr)
         return 2
+    if checkpoint is not None and checkpoint["label_to_cat_id"] != train_set.label_to_cat_id:
+        print(f"error: --resume: the categories of {paths.train_ann} "
+              f"{train_set.label_to_cat_id} differ from the checkpoint's "
+              f"{checkpoint['label_to_cat_id']}", file=sys.stderr)
+        return 2
     sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank,
                                                   shuffle=True, seed=args.seed)
     group_ids = aspect_ratio_group_ids(train_set.aspect_ratios(), args.aspect_ratio_group_factor)
+    batches = EpochBatches(GroupedBatchSampler(sampler, group_ids, args.batch_size), args.seed)
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_sampler=GroupedBatchSampler(sampler, group_ids, args.batch_size),
-        num_workers=args.workers, collate_fn=collate_lists,
-        persistent_workers=args.workers > 0)
+        SeededSamples(train_set), batch_sampler=batches, num_workers=args.workers,
+        collate_fn=collate_lists, persistent_workers=args.workers > 0,
+        worker_init_fn=_ignore_stop_signals)
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, shuffle=False,
-                                             num_workers=args.workers, collate_fn=collate_lists)
+                                             num_workers=args.workers, collate_fn=collate_lists,
+                                             worker_init_fn=_ignore_stop_signals)
 
     # 3) model
     model = build_model(args.model, train_set.num_classes, overrides)
-    if args.weights_backbone:
+    if checkpoint is not None:
+        try:
+            load_weights(model, checkpoint["model"], args.resume)
+        except CheckpointError as exc:
+            print(f"error: --resume: {exc}", file=sys.stderr)
+            return 2
+    elif args.weights_backbone:
         try:
             counts = load_backbone_weights(model, args.weights_backbone)
         except ValueError as exc:
@@ -527,83 +862,108 @@ def main(argv: list[str] | None = None) -> int:
     lr_steps = args.lr_steps
     if lr_steps is None:
         lr_steps = [round(args.epochs * 2 / 3), round(args.epochs * 8 / 9)]
-    schedule = Schedule(steps_per_epoch=len(train_loader), epochs=args.epochs,
+    schedule = Schedule(steps_per_epoch=batches.batches_per_epoch, epochs=args.epochs,
                         kind=args.lr_schedule, lr_steps=tuple(lr_steps), gamma=args.lr_gamma,
                         warmup_iters=args.warmup_iters, warmup_factor=args.warmup_factor)
 
-    # 5) resume, then epochs of train / evaluate / checkpoint
-    start_epoch, step = 0, 0
+    # 5) resume, then epochs of train / checkpoint / evaluate / checkpoint
+    start_epoch, start_index, step = 0, 0, 0
     history: dict[str, list] = {"loss": [], "ap": []}
-    checkpoint_path = output_dir / "checkpoint.pth"
-    if args.resume:
-        try:
-            checkpoint = load_checkpoint(args.resume, require=(
-                "model", "optimizer", "scaler", "epoch", "step", "history", "rng", "schedule"))
-            load_weights(model_without_ddp, checkpoint["model"], args.resume)
-        except CheckpointError as exc:
-            print(f"error: --resume: {exc}", file=sys.stderr)
+    evaluated = True
+    if checkpoint is not None:
+        if checkpoint["schedule"]["steps_per_epoch"] != schedule.steps_per_epoch and \
+                checkpoint["epoch_step"]:
+            print(f"error: --resume: {checkpoint['schedule']['steps_per_epoch']} steps per epoch "
+                  f"in the checkpoint, {schedule.steps_per_epoch} now (the data changed?): its "
+                  "position inside the epoch means nothing here", file=sys.stderr)
             return 2
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch, step = checkpoint["epoch"], checkpoint["step"]
+        start_epoch, start_index = checkpoint["epoch"], checkpoint["epoch_step"]
+        step, evaluated = checkpoint["step"], checkpoint["evaluated"]
         history = checkpoint["history"]
-        torch.set_rng_state(checkpoint["rng"])
         if checkpoint["schedule"] != dataclasses.asdict(schedule):
             runlog.say(f"warning: schedule differs from the checkpoint's "
                        f"{checkpoint['schedule']}; using {dataclasses.asdict(schedule)}")
-        runlog.record("resume", checkpoint=str(args.resume), epoch=start_epoch, step=step)
+        dropped = runlog.drop_after(step, start_epoch, evaluated)
+        runlog.record("resume", checkpoint=str(args.resume), epoch=start_epoch,
+                      epoch_step=start_index, step=step, dropped_log_records=dropped)
     runlog.record("start", args=vars(args), world_size=world, device=str(device),
+                  threads=torch.get_num_threads(),
                   train_images=len(train_set), val_images=len(val_set),
                   dropped_degenerate=train_set.dropped_degenerate + val_set.dropped_degenerate,
-                  steps_per_epoch=len(train_loader), total_steps=schedule.total_steps)
+                  steps_per_epoch=schedule.steps_per_epoch, total_steps=schedule.total_steps)
     runlog.say(f"training {args.model} on {len(train_set)} images ({paths.train_ann}), "
-               f"{len(train_loader)} steps/epoch x {args.epochs} epochs, world size {world}, "
-               f"device {device}")
+               f"{schedule.steps_per_epoch} steps/epoch x {args.epochs} epochs, world size "
+               f"{world}, device {device}, {torch.get_num_threads()} threads"
+               + (f", resumed at step {step}" if checkpoint is not None else ""))
 
-    for epoch in range(start_epoch, args.epochs):
-        sampler.set_epoch(epoch)
-        epoch_start = time.perf_counter()
-        try:
-            step = train_one_epoch(model, optimizer, scaler, train_loader, device, epoch, step,
-                                   schedule, args, world, runlog, history)
-        except NonFiniteLossError as exc:
-            kept = checkpoint_path if checkpoint_path.is_file() else "none yet"
-            message = f"stopping: {exc}. Last good checkpoint kept: {kept}"
-            runlog.progress("", final=True)
-            runlog.say(message)
-            runlog.record("nonfinite", epoch=epoch, step=step, message=message)
-            _finish_distributed(world)
-            return 1
-        train_seconds = time.perf_counter() - epoch_start
+    checkpoint_path = output_dir / CHECKPOINT_NAME
+    run = _Run(args=args, model=model, model_without_ddp=model_without_ddp, optimizer=optimizer,
+               scaler=scaler, loader=train_loader, batches=batches, device=device,
+               schedule=schedule, rank=rank, world=world, runlog=runlog, history=history,
+               stop=stop, checkpoint_path=checkpoint_path,
+               saved_step=step if checkpoint is not None else None,
+               extra={"model_name": args.model, "model_overrides": overrides,
+                      "num_classes": train_set.num_classes,
+                      "label_to_cat_id": train_set.label_to_cat_id,
+                      "class_names": train_set.class_names,
+                      "data": {**dataclasses.asdict(paths), "min_size": min_size,
+                               "max_size": max_size}})
+
+    def end_of_epoch(epoch: int, step: int, train_seconds: float | None) -> None:
         stats = None
         if rank == 0 and not args.no_eval:
             stats = evaluate_model(model_without_ddp, val_loader, val_coco,
                                    val_set.label_to_cat_id, device, verbose=False)
             runlog.say(format_summary(stats))
             history["ap"].append((epoch + 1, stats["AP"]))
-        runlog.record("epoch", epoch=epoch, step=step, train_seconds=round(train_seconds, 2),
-                      coco=stats)
-        if rank == 0:
-            save_checkpoint({
-                "model": model_without_ddp.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch + 1,  # epochs completed
-                "step": step,
-                "schedule": dataclasses.asdict(schedule),
-                "history": history,
-                "rng": torch.get_rng_state(),
-                "args": vars(args),
-                "model_name": args.model,
-                "model_overrides": overrides,
-                "num_classes": train_set.num_classes,
-                "label_to_cat_id": train_set.label_to_cat_id,
-                "class_names": train_set.class_names,
-                "data": {**dataclasses.asdict(paths), "min_size": min_size,
-                         "max_size": max_size},
-            }, checkpoint_path)
+        runlog.record("epoch", epoch=epoch, step=step, train_seconds=train_seconds, coco=stats)
+        if not args.no_eval:
+            run.save(epoch + 1, 0, step, evaluated=True)
         if world > 1:
             dist.barrier()
+
+    try:
+        if not evaluated and start_epoch > 0 and start_index == 0:
+            end_of_epoch(start_epoch - 1, step, None)  # the evaluation the kill cut short
+        for epoch in range(start_epoch, args.epochs):
+            epoch_start = time.perf_counter()
+            step = train_one_epoch(run, epoch, start_index if epoch == start_epoch else 0, step)
+            train_seconds = round(time.perf_counter() - epoch_start, 2)
+            # saved before evaluating, so a crash in evaluation loses no training
+            run.save(epoch + 1, 0, step, evaluated=args.no_eval)
+            end_of_epoch(epoch, step, train_seconds)
+    except TrainingInterrupted as exc:
+        runlog.progress("", final=True)
+        kept = checkpoint_path if run.saved_step is not None else None
+        runlog.record("interrupted", signal=str(exc), step=run.saved_step,
+                      checkpoint=str(kept) if kept else None)
+        if kept is None:
+            runlog.say(f"interrupted by {exc}; no checkpoint was written yet")
+        else:
+            launcher = (f"torchrun --nproc_per_node={world} -m reference.train" if world > 1
+                        else "python -m reference.train")
+            runlog.say(f"interrupted by {exc}: checkpoint at step {run.saved_step} in {kept}; "
+                       f"resume with: {launcher} --resume {shlex.quote(str(output_dir))}")
+        _finish_distributed(world)
+        return 128 + exc.signum
+    except NonFiniteLossError as exc:
+        kept = checkpoint_path if checkpoint_path.is_file() else "none yet"
+        message = f"stopping: {exc}. Last good checkpoint kept: {kept}"
+        runlog.progress("", final=True)
+        runlog.say(message)
+        runlog.record("nonfinite", step=step, message=message)
+        _finish_distributed(world)
+        return 1
+    except DatasetError as exc:
+        kept = checkpoint_path if checkpoint_path.is_file() else "none yet"
+        runlog.progress("", final=True)
+        message = f"error: {exc}. Last checkpoint kept: {kept}"
+        runlog.say(message)
+        runlog.record("data_error", step=step, message=message)
+        _finish_distributed(world)
+        return 1
 
     # 6) curves
     if rank == 0:

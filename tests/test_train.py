@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,19 +33,24 @@ REPO = TESTS_DIR.parent
 class StandinDetector(nn.Module):
     """Predicts one box and class per image; losses against the image's first gt.
 
-    nan_after / interrupt_after: after that many training forwards, return a NaN
-    loss / raise KeyboardInterrupt (a simulated kill). -1 disables.
+    nan_after / interrupt_after / fpe_after: after that many training forwards, return
+    a NaN loss / raise KeyboardInterrupt (a simulated kill) / raise FloatingPointError
+    (as the detectors' divergence check does). -1 disables. The environment variable
+    STANDIN_INTERRUPT_AFTER overrides interrupt_after (a resumed run, which takes the
+    checkpoint's overrides, can then run without it).
+    delay: seconds to sleep per training forward (so a test can signal mid-run).
     """
 
     def __init__(self, num_classes: int, hidden: int = 8, nan_after: int = -1,
-                 interrupt_after: int = -1) -> None:
+                 interrupt_after: int = -1, fpe_after: int = -1, delay: float = 0.0) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, hidden, 3, stride=4, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.box = nn.Linear(hidden, 4)
         self.cls = nn.Linear(hidden, num_classes)
-        self.nan_after, self.interrupt_after = nan_after, interrupt_after
+        self.nan_after, self.fpe_after, self.delay = nan_after, fpe_after, delay
+        self.interrupt_after = int(os.environ.get("STANDIN_INTERRUPT_AFTER", interrupt_after))
         self.calls = 0
 
     def forward(self, images, targets=None):
@@ -62,6 +68,10 @@ class StandinDetector(nn.Module):
         self.calls += 1
         if self.calls - 1 == self.interrupt_after:
             raise KeyboardInterrupt("simulated kill")
+        if self.calls - 1 == self.fpe_after:
+            raise FloatingPointError("standin head: non-finite predictions during training")
+        if self.delay:
+            time.sleep(self.delay)
         gt_boxes = torch.stack([t["boxes"][0] for t in targets])  # (B, 4)
         gt_labels = torch.stack([t["labels"][0] for t in targets])  # (B,)
         loss_box = ((boxes - gt_boxes) / sizes).abs().mean()
@@ -196,27 +206,30 @@ def test_a_few_steps_write_log_checkpoint_curves_and_coco_stats(tiny_data, tmp_p
 
 
 def test_resume_after_a_kill_ends_with_the_same_steps_as_an_uninterrupted_run(tiny_data,
-                                                                              tmp_path):
+                                                                              tmp_path,
+                                                                              monkeypatch):
     # Uninterrupted: 3 epochs x 3 steps.
     full = tmp_path / "full"
     assert main(_argv(tiny_data, full, "--epochs", "3", "--no-eval")) == 0
     # Killed in the middle of epoch 2 (after 4 steps: 3 of epoch 1 + 1 of epoch 2).
     cut = tmp_path / "cut"
+    monkeypatch.setenv("STANDIN_INTERRUPT_AFTER", "4")
     with pytest.raises(KeyboardInterrupt):
-        main(_argv(tiny_data, cut, "--epochs", "3", "--no-eval",
-                   "--model-override", "interrupt_after=4"))
-    assert torch.load(cut / "checkpoint.pth", weights_only=False)["epoch"] == 1
+        main(_argv(tiny_data, cut, "--epochs", "3", "--no-eval"))
+    monkeypatch.delenv("STANDIN_INTERRUPT_AFTER")
+    assert torch.load(cut / "checkpoint.pth", weights_only=True)["epoch"] == 1
     # Resumed from the last checkpoint: epochs 2 and 3 run in full.
     assert main(_argv(tiny_data, cut, "--epochs", "3", "--no-eval",
                       "--resume", str(cut / "checkpoint.pth"))) == 0
-    a = torch.load(full / "checkpoint.pth", weights_only=False)
-    b = torch.load(cut / "checkpoint.pth", weights_only=False)
+    a = torch.load(full / "checkpoint.pth", weights_only=True)
+    b = torch.load(cut / "checkpoint.pth", weights_only=True)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (3, 9)
-    epochs_logged = [e["epoch"] for e in _log(cut) if e["type"] == "epoch"]
-    assert epochs_logged == [0, 1, 2]  # no lost epoch, none repeated
-    # Same data order, schedule and RNG: the resumed run ends at the same weights.
+    log = _log(cut)
+    assert [e["epoch"] for e in log if e["type"] == "epoch"] == [0, 1, 2]  # none lost/repeated
+    assert [e["step"] for e in log if e["type"] == "step"] == list(range(1, 10))
+    # Same data order, schedule and per-step seeds: bit-identical weights.
     for key in a["model"]:
-        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5), key
+        assert torch.equal(a["model"][key], b["model"][key]), key
 
 
 def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tiny_data,
@@ -227,7 +240,7 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tiny
     err = capsys.readouterr().err
     assert code == 1
     assert "loss is nan at epoch 1 step 4" in err and "checkpoint.pth" in err
-    checkpoint = torch.load(out / "checkpoint.pth", weights_only=False)
+    checkpoint = torch.load(out / "checkpoint.pth", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 3)
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values()
                if v.is_floating_point())
