@@ -14,11 +14,18 @@ What it does, in the order a run sees it:
    declared deviation that passes is reported as an unexpected pass, and a prefix
    that matches no test is warned about.
 5. At the end a per-component table (passed / failed / not implemented /
-   deviations) is printed, and ``--conformance-report=PATH`` writes it as JSON.
+   deviations) is printed, then the same counts per tier, and
+   ``--conformance-report=PATH`` writes it as JSON.
+6. Every clause belongs to a tier: *validation* (what bad input raises; SPEC.md
+   writes ``MUST (validation):``) or *semantics* (everything else).
+   ``--tier=semantics|validation`` runs one tier only (default both), and every
+   line of pytest's short summary names the failing test's clause
+   (``FAILED conformance/test_x.py::test_y [COD-7] - ...``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -53,6 +60,17 @@ settings.register_profile(
 
 # --------------------------------------------------------------------------- SPEC.md clauses
 CLAUSE_RE = re.compile(r"\*\*\[(?P<id>[A-Z][A-Z0-9]*-[A-Za-z0-9.\-]+)\]\*\*\s*(?P<text>.*)")
+# "MUST (validation): ...", "MUST (detectron2; validation): ...": the words in
+# parentheses after the clause word; "validation" among them names the tier.
+CLAUSE_WORDS_RE = re.compile(r"^(?:MUST|STRICT)\s*(?:\((?P<words>[^)]*)\))?\s*:")
+TIERS = ("semantics", "validation")
+
+
+def clause_tier(text: str) -> str:
+    """The tier of a clause from its text: ``validation`` or ``semantics``."""
+    m = CLAUSE_WORDS_RE.match(text)
+    words = re.split(r"[;,\s]+", m.group("words") or "") if m else []
+    return "validation" if "validation" in words else "semantics"
 
 
 def spec_path() -> Path | None:
@@ -99,6 +117,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--strict-tier",
         action="store_true",
         help="also run reference-specific (strict tier) clauses, e.g. order under tied scores",
+    )
+    group.addoption(
+        "--tier",
+        dest="conformance_tier",
+        default="both",
+        choices=("semantics", "validation", "both"),
+        help="run the semantics clauses (conventions, numbers), the validation clauses "
+        "(what bad input raises), or both (default)",
     )
     group.addoption(
         "--device",
@@ -190,10 +216,15 @@ def _is_conformance(item: pytest.Item) -> bool:
     return item.get_closest_marker("spec") is not None
 
 
+def _tier_of(s: "ConformanceSession", item: pytest.Item) -> str:
+    return clause_tier(s.clauses.get(_marker_arg(item, "spec") or "", ""))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     s = session_of(config)
     strict = config.getoption("--strict-tier")
     skip_devs = config.getoption("--skip-deviations")
+    tier = config.getoption("conformance_tier")
     package_dir = Path(__file__).resolve().parent
     for item in items:
         if not _is_conformance(item):
@@ -231,6 +262,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if s.unknown_clauses:
         listing = ", ".join(f"{c} ({n})" for n, c in s.unknown_clauses[:5])
         raise pytest.UsageError(f"conformance tests name clauses missing from SPEC.md: {listing}")
+    if tier != "both":
+        other = [i for i in items if _is_conformance(i) and _tier_of(s, i) != tier]
+        if other:
+            config.hook.pytest_deselected(items=other)
+            dropped = set(other)
+            items[:] = [i for i in items if i not in dropped]
     unmatched = [d for d in s.impl.deviations if d.prefix not in s.matched_prefixes]
     for dev in unmatched:
         warnings.warn(
@@ -276,6 +313,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                            f"not implemented: {call.excinfo.value}")
     s = session_of(item.config)
     clause = _marker_arg(item, "spec")
+    report.conformance_clause = clause  # read back by the short summary
     if report.failed and clause:
         report.sections.append(
             ("SPEC.md clause", f"[{clause}] {s.clauses.get(clause, '(clause text not found)')}")
@@ -312,6 +350,7 @@ def _classify(item: pytest.Item, report: pytest.TestReport) -> dict:
         "component": _marker_arg(item, "component") or "other",
         "clause": _marker_arg(item, "spec"),
         "flavour": _marker_arg(item, "flavour"),
+        "tier": _tier_of(session_of(item.config), item),
         "status": status,
         "deviation": deviation,
     }
@@ -320,15 +359,31 @@ def _classify(item: pytest.Item, report: pytest.TestReport) -> dict:
 COLUMNS = ("passed", "failed", "not_implemented", "deviation", "unexpected_pass", "skipped")
 
 
-def component_table(results: dict[str, dict]) -> dict[str, dict[str, int]]:
+def component_table(results: dict[str, dict], key: str = "component") -> dict[str, dict[str, int]]:
+    """Counts of each status per component (or per ``key``, e.g. ``"tier"``)."""
     table: dict[str, dict[str, int]] = defaultdict(lambda: {c: 0 for c in COLUMNS})
     for r in results.values():
-        table[r["component"]][r["status"]] += 1
+        table[r[key]][r["status"]] += 1
     return dict(sorted(table.items()))
+
+
+def _name_clauses_in_short_summary(terminalreporter) -> None:
+    """``FAILED path::test_x [COD-7] - ...``: pytest prints the short summary after
+    every plugin's ``pytest_terminal_summary``, from the reports in ``stats``, so
+    those reports are swapped for copies whose node id carries the clause."""
+    for stat in ("failed", "error", "xpassed"):
+        reports = terminalreporter.stats.get(stat, [])
+        for k, rep in enumerate(reports):
+            clause = getattr(rep, "conformance_clause", None)
+            if clause and not rep.nodeid.endswith(f"[{clause}]"):
+                named = copy.copy(rep)
+                named.nodeid = f"{rep.nodeid} [{clause}]"
+                reports[k] = named
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     s = session_of(config)
+    _name_clauses_in_short_summary(terminalreporter)
     if not s.results:
         return
     table = component_table(s.results)
@@ -342,6 +397,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         for c in COLUMNS:
             totals[c] += row[c]
     tr.write_line(f"{'total':<16}" + "".join(f"{totals[c]:>17}" for c in COLUMNS))
+    tiers = component_table(s.results, key="tier")
+    selected = config.getoption("conformance_tier")
+    for tier in TIERS:
+        row = tiers.get(tier, {c: 0 for c in COLUMNS})
+        tr.write_line(f"{'tier ' + tier:<16}" + "".join(f"{row[c]:>17}" for c in COLUMNS))
     unexpected = [r for r in s.results.values() if r["status"] == "unexpected_pass"]
     for r in unexpected:
         tr.write_line(
@@ -360,6 +420,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             },
             "device": str(s.device),
             "components": table,
+            "tiers": {t: tiers.get(t, {c: 0 for c in COLUMNS}) for t in TIERS},
+            "tier_selected": selected,
             "totals": totals,
             "tests": sorted(s.results.values(), key=lambda r: r["nodeid"]),
         }

@@ -7,6 +7,7 @@ runs pytest on them in a subprocess with the plugin loaded, and reads the outcom
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -226,3 +227,73 @@ def test_an_installed_copy_runs_without_the_clone(tmp_path):
     assert f"loaded from {target / 'reference' / '__init__.py'}" in out
     assert f"SPEC.md {target / 'conformance' / 'SPEC.md'}" in out
     assert "1 passed" in out and "PytestUnknownMarkWarning" not in out
+
+
+# --------------------------------------------------------------------------- tiers
+TIER_TESTS = TESTS + '''
+
+@pytest.mark.spec("IOU-V6")
+def test_a_validation_clause_that_fails(impl):
+    with pytest.raises(ValueError):
+        impl.get("double")("x")
+'''
+
+
+def test_tier_option_runs_one_tier_and_summary_lines_name_clauses(toy):
+    (toy / "conformance" / "test_toy.py").write_text(TIER_TESTS)
+    runs = {}
+    for tier in ("validation", "both"):
+        report = toy / f"{tier}.json"
+        proc = run(toy, f"--tier={tier}", f"--conformance-report={report}")
+        runs[tier] = (proc.stdout, json.loads(report.read_text()))
+    names = {tier: {t["nodeid"].split("::")[-1]: t["tier"] for t in data["tests"]}
+             for tier, (_, data) in runs.items()}
+    assert names["validation"] == {"test_a_validation_clause_that_fails": "validation"}
+    assert names["both"]["test_triple_fails"] == "semantics"
+    assert len(names["both"]) == 9 and "8 deselected" in runs["validation"][0]
+    tiers = runs["both"][1]["tiers"]
+    assert tiers["validation"]["failed"] == 1 and tiers["semantics"]["failed"] == 1
+    assert runs["validation"][1]["tiers"]["semantics"]["passed"] == 0
+    out = runs["both"][0]
+    assert re.search(r"tier semantics\s+1\s+1\s", out), out
+    assert re.search(r"tier validation\s+0\s+1\s", out), out
+    assert re.search(r"^FAILED conformance/test_toy.py::test_triple_fails \[HAR-1\]", out, re.M), out
+    assert re.search(r"^FAILED conformance/test_toy.py::test_a_validation_clause_that_fails "
+                     r"\[IOU-V6\]", out, re.M), out
+
+
+def _suite(impl: str, *args: str, extra_path: str = "") -> tuple[str, dict]:
+    """The real suite on one file of it, in a subprocess; returns output and report."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "r.json"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), extra_path) if p),
+               "CONFORMANCE_PROFILE": "ci"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "conformance/test_boxes.py", "-q", "-p",
+             "no:cacheprovider", "-W", "ignore", f"--impl={impl}",
+             f"--conformance-report={report}", *args],
+            capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+        return proc.stdout + proc.stderr, json.loads(report.read_text())
+
+
+@pytest.mark.parametrize("impl_name", ["reference", "torchvision"])
+def test_tier_option_on_the_shipped_implementations(impl_name):
+    out, data = _suite(impl_name, "--tier=validation", "-k", "mode")
+    assert data["tests"] and {t["tier"] for t in data["tests"]} == {"validation"}, out
+    assert data["tiers"]["semantics"]["passed"] == 0 and "deselected" in out
+    assert data["tiers"]["validation"]["failed"] == 0, out
+
+
+def test_tier_option_separates_a_faithful_port_without_input_checks():
+    """tests/thirdparty/miniport computes IoU as SPEC.md says and checks nothing: the
+    semantics tier passes, the validation tier fails, each line naming its clause."""
+    path = str(REPO / "tests" / "thirdparty")
+    out, data = _suite("miniport", "--tier=semantics", "-k", "oracle", extra_path=path)
+    assert data["tiers"]["semantics"]["failed"] == 0 and data["tiers"]["semantics"]["passed"] >= 10, out
+    assert data["tiers"]["validation"]["passed"] == 0
+    out, data = _suite("miniport", "--tier=validation", "-k", "mode", extra_path=path)
+    assert data["tiers"]["validation"]["failed"] >= 4 and data["tiers"]["semantics"]["passed"] == 0
+    assert re.search(r"^FAILED \S+::test_unknown_mode_raises_naming_mode\S* \[IOU-V6\]", out, re.M), out
