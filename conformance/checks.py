@@ -43,6 +43,7 @@ def assert_close(actual, expected, impl=None, *, rtol=None, atol=None, what="out
     Shapes must match exactly; NaN only matches NaN. Tolerances default to the
     output dtype's entry in DEFAULT_TOLERANCE (or the implementation's override).
     """
+    __tracebackhide__ = True  # a failure points at the test's line, not at this helper
     if isinstance(actual, torch.Tensor) and (rtol is None or atol is None):
         d_rtol, d_atol = (
             tolerance_for(impl, actual.dtype) if impl is not None
@@ -59,6 +60,7 @@ def assert_close(actual, expected, impl=None, *, rtol=None, atol=None, what="out
 
 def raises_value_error(fn, *args, match: str | None = None, **kwargs) -> str:
     """Call fn and require a ValueError/TypeError (the spec's "clear error")."""
+    __tracebackhide__ = True
     try:
         fn(*args, **kwargs)
     except NotImplementedError:

@@ -6,8 +6,9 @@ declare, in one module-level dict named ``CONFORMANCE``::
 
     CONFORMANCE = {
         "flavours": ["mmdet", "detectron2", "torchvision"],  # flavours it claims
-        "deviations": "mypkg.deviations",  # file of known deviations, relative
-                                           # to the module's own file
+        "deviations": "mypkg.deviations",  # a data file (not a module path) beside
+                                           # the module's own file: ship it as
+                                           # package data
         "tolerance": {"float32": (1e-5, 1e-4)},  # optional (rtol, atol) overrides
     }
 
@@ -41,11 +42,26 @@ class NotImplementedInImpl(pytest.skip.Exception):
     """Raised (as a skip) when the implementation lacks a protocol name."""
 
 
+# A SPEC.md clause id such as "NMS-2" or "IOU-4.1" (plugin.CLAUSE_RE's id part).
+CLAUSE_ID_RE = re.compile(r"[A-Z][A-Z0-9]*-[A-Za-z0-9.\-]+")
+
+
 @dataclasses.dataclass(frozen=True)
 class Deviation:
-    prefix: str  # a test-id prefix, e.g. "conformance/test_boxes.py::test_iou_is_finite"
+    # A test-id prefix, e.g. "conformance/test_boxes.py::test_iou_is_finite", or a
+    # SPEC.md clause id, e.g. "NMS-2" (every test marked with that clause).
+    prefix: str
     reason: str
     line: int
+
+    @property
+    def is_clause(self) -> bool:
+        return CLAUSE_ID_RE.fullmatch(self.prefix) is not None
+
+    def matches(self, nodeid: str, relative_nodeid: str, clause: str | None) -> bool:
+        if self.is_clause:
+            return clause == self.prefix
+        return relative_nodeid.startswith(self.prefix) or nodeid.startswith(self.prefix)
 
 
 @dataclasses.dataclass
@@ -60,6 +76,10 @@ class Implementation:
     deviations: tuple[Deviation, ...]
     deviations_file: str | None
     tolerance: dict[str, tuple[float, float]]
+
+    def __repr__(self) -> str:
+        # Short: pytest prints it beside every failing test that takes ``impl``.
+        return f"<Implementation {self.name} {self.version}>"
 
     def has(self, name: str) -> bool:
         return hasattr(self.module, name)
@@ -100,8 +120,9 @@ def _import(spec: str) -> ModuleType:
 def parse_deviations(path: Path) -> tuple[Deviation, ...]:
     """Read a deviations file.
 
-    Format: one deviation per line, ``<test-id prefix>  # <reason>``; blank lines
-    and lines starting with ``#`` are comments. The reason is required.
+    Format: one deviation per line, ``<test-id prefix or SPEC.md clause id>  # <reason>``
+    (``conformance/test_nms.py::test_nms_keeps  # ...`` or ``NMS-2  # ...``); blank
+    lines and lines starting with ``#`` are comments. The reason is required.
     """
     out = []
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

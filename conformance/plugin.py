@@ -250,7 +250,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         rel = _relative_nodeid(item.nodeid)
         for dev in s.impl.deviations:
-            if rel.startswith(dev.prefix) or item.nodeid.startswith(dev.prefix):
+            if dev.matches(item.nodeid, rel, clause):
                 s.matched_prefixes.add(dev.prefix)
                 reason = f"declared deviation: {dev.reason}"
                 if skip_devs:
@@ -270,8 +270,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = [i for i in items if i not in dropped]
     unmatched = [d for d in s.impl.deviations if d.prefix not in s.matched_prefixes]
     for dev in unmatched:
+        what = "clause" if dev.is_clause else "prefix"
+        unknown = " (not a clause of SPEC.md)" if dev.is_clause and s.clauses and \
+            dev.prefix not in s.clauses else ""
         warnings.warn(
-            f"{s.impl.deviations_file}:{dev.line}: deviation prefix {dev.prefix!r} "
+            f"{s.impl.deviations_file}:{dev.line}: deviation {what} {dev.prefix!r}{unknown} "
             "matches no collected test",
             pytest.PytestWarning,
         )

@@ -16,14 +16,17 @@ from golden.cases import all_cases
 CASES = all_cases()
 
 
-def _params():
-    for case in CASES:
-        yield pytest.param(
+def _params() -> list:
+    # A list, not a generator: pytest 9.1 deprecates generators in parametrize.
+    return [
+        pytest.param(
             case,
             id=case.name,
             marks=[pytest.mark.component(case.component), pytest.mark.spec(case.clause)]
             + ([pytest.mark.flavour(case.flavour)] if case.flavour in KNOWN_FLAVOURS else []),
         )
+        for case in CASES
+    ]
 
 
 @pytest.mark.parametrize("case", _params())

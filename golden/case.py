@@ -108,15 +108,19 @@ class GoldenCase:
             if key in self.exact:
                 if not np.array_equal(a, e):
                     n = int((a != e).sum())
-                    problems.append(f"{key}: {n} of {a.size} elements differ (exact comparison)")
+                    where = tuple(int(i) for i in np.argwhere(a != e)[0]) if a.ndim else ()
+                    problems.append(f"{key}: {n} of {a.size} elements differ (exact comparison); "
+                                    f"first at {where}: {a[where].item()} vs stored "
+                                    f"{e[where].item()}")
             else:
                 a64, e64 = a.astype(np.float64), e.astype(np.float64)
                 bad = ~np.isclose(a64, e64, rtol=rtol, atol=atol, equal_nan=True)
                 if bad.any():
-                    where = np.argwhere(bad)[0]
+                    # Plain Python numbers: a NumPy scalar's repr reads np.float64(...).
+                    where = tuple(int(i) for i in np.argwhere(bad)[0]) if a.ndim else ()
                     problems.append(
                         f"{key}: {int(bad.sum())} of {a.size} elements outside rtol={rtol}, "
-                        f"atol={atol}; first at {tuple(where)}: {a64[tuple(where)]!r} vs "
-                        f"stored {e64[tuple(where)]!r}"
+                        f"atol={atol}; first at {where}: {float(a64[where])!r} vs "
+                        f"stored {float(e64[where])!r}"
                     )
         return problems

@@ -1,0 +1,164 @@
+"""What a porter meets when adopting the suite: deviations, failure output, reports.
+
+Like test_plugin.py, each test writes a throw-away implementation and a tiny
+conformance test file and runs pytest on them in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+IMPL = '''
+import numpy as np
+
+CONFORMANCE = {"name": "port", "version": "0.3", "deviations": "port.deviations"}
+
+def box_iou(a, b=None):
+    return 2 * a
+
+def nms(boxes, scores, thr):
+    raise NotImplementedError("port has no NMS yet")
+'''
+
+TESTS = '''
+import numpy as np
+import pytest
+
+from conformance.checks import assert_close
+
+pytestmark = pytest.mark.component("toy")
+
+@pytest.mark.spec("HAR-1")
+def test_close_fails(impl):
+    assert_close(np.asarray(impl.get("box_iou")(np.ones(3))), np.ones(3), impl, what="iou")
+
+@pytest.mark.spec("HAR-1")
+def test_missing_name(impl):
+    impl.get("box_area")
+
+@pytest.mark.spec("HAR-1")
+def test_not_implemented_call(impl):
+    impl.get("nms")(None, None, 0.5)
+
+@pytest.mark.spec("HAR-2")
+def test_renamed_deviation_one(impl):
+    assert impl.get("box_iou")(1) == 1
+
+@pytest.mark.spec("HAR-2")
+def test_renamed_deviation_two(impl):
+    assert impl.get("box_iou")(2) == 2
+'''
+
+
+@pytest.fixture()
+def port(tmp_path):
+    pkg = tmp_path / "conformance"
+    pkg.mkdir()
+    (pkg / "conftest.py").write_text("from conformance.conftest import *  # noqa\n")
+    (pkg / "test_toy.py").write_text(TESTS)
+    (tmp_path / "port.py").write_text(IMPL)
+    (tmp_path / "port.deviations").write_text("# by clause id\nHAR-2  # port counts twice\n")
+    return tmp_path
+
+
+def run(port: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", str(port / "conformance" / "test_toy.py"),
+           "-p", "no:cacheprovider", "--rootdir", str(port), "--impl", str(port / "port.py"),
+           "-rA", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=port, env=env, timeout=120)
+
+
+def _status(report: Path) -> dict[str, str]:
+    return {t["nodeid"].split("::")[-1]: t["status"]
+            for t in json.loads(report.read_text())["tests"]}
+
+
+# --------------------------------------------------------------------------- item 6: deviations
+def test_a_deviation_may_name_a_clause_id(port):
+    report = port / "r.json"
+    run(port, f"--conformance-report={report}")
+    status = _status(report)
+    assert status["test_renamed_deviation_one"] == "deviation"
+    assert status["test_renamed_deviation_two"] == "deviation"
+    assert status["test_close_fails"] == "failed"  # HAR-1 is not declared
+
+
+def test_a_clause_deviation_matching_nothing_is_warned_about(port):
+    (port / "port.deviations").write_text("HAR-3  # no toy test checks it\n")
+    out = run(port).stdout
+    assert "deviation clause 'HAR-3' matches no collected test" in out
+
+
+def test_a_clause_deviation_naming_no_clause_of_the_spec_says_so(port):
+    (port / "port.deviations").write_text("NOPE-7  # typo\n")
+    out = run(port).stdout
+    assert "'NOPE-7' (not a clause of SPEC.md)" in out
+
+
+def test_readme_and_spec_say_the_deviations_file_is_package_data():
+    for doc in ("README.md", "SPEC.md"):
+        text = (REPO / doc).read_text(encoding="utf-8")
+        assert "package data" in text and "package-data" in text, doc
+        assert "NMS-2  # " in text, doc
+
+
+# --------------------------------------------------------------------------- item 4: failures
+def test_failure_output_is_short(port):
+    out = run(port, "--tb=long").stdout
+    failure = out.split("test_close_fails", 1)[1]
+    assert "<Implementation port 0.3>" in failure
+    assert "Implementation(" not in out  # not the dataclass repr with module and deviations
+    # assert_close hides its own frame: its body (np.testing call) is not printed.
+    assert "np.testing.assert_allclose(" not in failure
+    assert "Mismatched elements" in failure  # the comparison itself still is
+
+
+def test_golden_mismatch_prints_plain_numbers():
+    from golden.case import GoldenCase
+
+    case = GoldenCase(name="t", component="iou", clause="IOU-1", producer="box_iou",
+                      flavour="mmdet", inputs={}, run=lambda m, d: {}, cross_checked="-",
+                      exact=("labels",), rtol=0.0, atol=0.0)
+    problems = case.compare(
+        {"boxes": np.array([[1.0, 404.98]]), "labels": np.array([1, 2])},
+        {"boxes": np.array([[1.0, 405.0]]), "labels": np.array([1, 3])},
+    )
+    text = "\n".join(problems)
+    assert "np." not in text, text
+    assert "first at (0, 1): 404.98 vs stored 405.0" in text
+    assert "first at (1,): 2 vs stored 3" in text
+
+
+# --------------------------------------------------------------------------- item 7: warnings
+def test_golden_cases_are_parametrized_from_a_list():
+    """pytest 9.1 deprecates a generator in parametrize (PytestRemovedIn10Warning)."""
+    import conformance.test_golden as tg
+
+    marks = [m for m in tg.test_golden_case_reproduced.pytestmark if m.name == "parametrize"]
+    assert marks and isinstance(marks[0].args[1], (list, tuple))
+
+
+def test_python_m_conformance_leaves_the_callers_directory_alone(tmp_path):
+    cwd = tmp_path / "caller"
+    cwd.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DETSPEC_CACHE": str(tmp_path / "cache")}
+    env.pop("HYPOTHESIS_STORAGE_DIRECTORY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance", "--impl=reference", "-q",
+         "-k", "test_iou_is_symmetric_and_in_unit_interval"],
+        capture_output=True, text=True, timeout=300, cwd=cwd, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    assert sorted(p.name for p in cwd.iterdir()) == []  # no .hypothesis, no .benchmarks
+    assert (tmp_path / "cache" / "hypothesis").is_dir()
