@@ -57,6 +57,11 @@ def assert_boxes_close(actual, expected, impl, what="anchors"):
     assert_close(actual, expected, impl, rtol=rtol, atol=atol * scale, what=what)
 
 
+def torch_sqrt32(ratios):
+    """float32 sqrt(r) as mmdet gets it: torch's CPU sqrt (an ulp off NumPy's at times)."""
+    return torch.sqrt(torch.tensor(ratios, dtype=torch.float32)).numpy()
+
+
 def not_near_half(values, margin=1e-3):
     """True unless a value sits a hair (not exactly) from k + 0.5: rounding there depends on
     the precision it was computed in, so random draws avoid it (exact ties stay in)."""
@@ -289,16 +294,15 @@ def test_mmdet_valid_flags_round_a_partial_stride_up(impl, device):
 @pytest.mark.spec("ANC-8")
 @given(lv=levels(), ratios=ratio_lists, scales=scale_lists, center_offset=offsets, data=st.data())
 def test_legacy_grid_anchors_match_loop_oracle(impl, device, lv, ratios, scales, center_offset, data):
+    # No near-tie is avoided: the oracle rounds mmdet's own float32 products [ANC-8].
     strides, sizes = lv
     bases = [min(stride_pair(s)) for s in strides]
-    for base in bases:
-        assume(not_near_half(oracle.legacy_corner_values_before_rounding(base, scales, ratios, center_offset)))
     gen = impl.get("LegacyAnchorGenerator")(strides=strides, ratios=ratios, scales=scales,
                                             center_offset=center_offset)
     out = gen.grid_anchors(sizes, device=device)
     for i, (s, size) in enumerate(zip(strides, sizes)):
         base_anchors = oracle.mmdet_base_anchors(bases[i], scales, ratios, center_offset=center_offset,
-                                                 legacy=True)
+                                                 legacy=True, h_ratios=torch_sqrt32(ratios))
         assert_boxes_close(out[i], oracle.grid_anchors(base_anchors, size, stride_pair(s)), impl)
 
 
@@ -310,7 +314,8 @@ def test_legacy_base_anchors_are_integers(impl, base, ratios, scales, center_off
                                             center_offset=center_offset)
     b = to_numpy(gen.base_anchors[0])
     np.testing.assert_array_equal(b, np.round(b))
-    expected = oracle.mmdet_base_anchors(base, scales, ratios, center_offset=center_offset, legacy=True)
+    expected = oracle.mmdet_base_anchors(base, scales, ratios, center_offset=center_offset, legacy=True,
+                                         h_ratios=torch_sqrt32(ratios))
     np.testing.assert_array_equal(b, expected)
 
 
@@ -324,10 +329,95 @@ def test_legacy_docstring_example_with_center_offset_half(impl, device):
 
 @pytest.mark.flavour("mmdet")
 @pytest.mark.spec("ANC-8")
+def test_legacy_rounds_mmdets_float32_product_not_the_exact_one(impl):
+    # mmdet multiplies (base * 1/sqrt(r)) * scale in float32 before rounding: h = 12 *
+    # sqrt(0.5) * 4.5 * sqrt(2) is 54 exactly but 53.000004 ... 52.999996 in float32, and
+    # 0.5 * (h - 1) lands just below or above 26.5 depending on the order.
+    gen = impl.get("LegacyAnchorGenerator")(strides=[16], ratios=[0.5], scales=[4.5 * 2 ** 0.5],
+                                            base_sizes=[12])
+    np.testing.assert_array_equal(to_numpy(gen.base_anchors[0]), [[-54, -26, 54, 26]])
+    gen = impl.get("LegacyAnchorGenerator")(strides=[16], ratios=[3.0], scales=[0.34641016151377546],
+                                            base_sizes=[60])
+    np.testing.assert_array_equal(to_numpy(gen.base_anchors[0]), [[-5, -18, 5, 18]])
+
+
+@pytest.mark.flavour("mmdet")
+@pytest.mark.spec("ANC-8")
 def test_legacy_corners_round_half_to_even(impl):
     # base 4, centre 0: corners -+0.5*(w-1) = -+0.5, -+1.5, -+2.5 for w = 2, 4, 6.
     gen = impl.get("LegacyAnchorGenerator")(strides=[4], ratios=[1.0], scales=[0.5, 1.0, 1.5])
     assert_close(gen.base_anchors[0], [[0, 0, 0, 0], [-2, -2, 2, 2], [-2, -2, 2, 2]], impl)
+
+
+# =========================================================================== upstream float32
+float_values = st.floats(0.125, 64, allow_nan=False, allow_infinity=False, width=32)
+
+
+@pytest.mark.flavour("mmdet")
+@pytest.mark.spec("ANC-20")
+@given(base=st.one_of(st.integers(1, 64), float_values), ratios=st.lists(float_values, min_size=1, max_size=3),
+       scales=st.lists(float_values, min_size=1, max_size=3), scale_major=st.booleans(),
+       center_offset=offsets, legacy=st.booleans())
+def test_mmdet_base_anchors_are_upstreams_float32_values(impl, base, ratios, scales, scale_major,
+                                                         center_offset, legacy):
+    name = "LegacyAnchorGenerator" if legacy else "AnchorGenerator"
+    gen = impl.get(name)(strides=[16], ratios=ratios, scales=scales, base_sizes=[base],
+                         scale_major=scale_major, center_offset=center_offset)
+    # mmdet takes sqrt(r) from torch's float32 CPU sqrt, which can be an ulp off the
+    # correctly rounded root; the rest of the arithmetic is the oracle's.
+    expected = oracle.mmdet_base_anchors(base, scales, ratios, scale_major, None, center_offset, legacy,
+                                         h_ratios=torch_sqrt32(ratios))
+    np.testing.assert_array_equal(to_numpy(gen.base_anchors[0]), expected)
+
+
+@pytest.mark.flavour("mmdet")
+@pytest.mark.spec("ANC-20")
+def test_mmdet_worked_examples_of_float32_anchors_and_grid(impl, device):
+    # (60 * 1/sqrt(3)) * 0.34641016 is 6 in float32 for w/2 ... and h/2 is exactly 18;
+    # multiplied the other way round h/2 is 17.999998.
+    gen = impl.get("AnchorGenerator")(strides=[16], ratios=[3.0], scales=[0.34641016151377546],
+                                      base_sizes=[60])
+    np.testing.assert_array_equal(to_numpy(gen.base_anchors[0]),
+                                  np.float32([[-5.9999995, -18, 5.9999995, 18]]))
+    # A non-integer stride: the shift is float32(x) * float32(0.3), so location 3 is at
+    # 0.90000004 (the float64 product rounds to 0.9 = 0.89999998).
+    gen = impl.get("AnchorGenerator")(strides=[0.3], ratios=[1.0], scales=[1.0], base_sizes=[1])
+    out = gen.grid_anchors([(1, 12)], device=device)[0]
+    np.testing.assert_array_equal(
+        to_numpy(out), oracle.mmdet_grid_anchors_float32(to_numpy(gen.base_anchors[0]), (1, 12), (0.3, 0.3)))
+    assert float(out[3, 2]) == float(np.float32(np.float32(3) * np.float32(0.3)) + np.float32(0.5))
+
+
+@pytest.mark.flavour("mmdet")
+@pytest.mark.spec("ANC-20")
+@given(strides=st.lists(st.one_of(stride_values, float_values), min_size=1, max_size=2),
+       data=st.data())
+def test_mmdet_grid_is_upstreams_float32_shift(impl, device, strides, data):
+    sizes = data.draw(st.lists(featmap_size, min_size=len(strides), max_size=len(strides)))
+    gen = impl.get("AnchorGenerator")(strides=strides, ratios=[0.5, 2.0], scales=[1.5], base_sizes=[8] * len(strides))
+    out = gen.grid_anchors(sizes, device=device)
+    for i, (stride, size) in enumerate(zip(strides, sizes)):
+        expected = oracle.mmdet_grid_anchors_float32(to_numpy(gen.base_anchors[i]), size, (stride, stride))
+        np.testing.assert_array_equal(to_numpy(out[i]), expected)
+
+
+@pytest.mark.flavour("detectron2")
+@pytest.mark.spec("ANC-20")
+def test_detectron2_positions_are_torch_arange_and_cells_python_floats(impl, device):
+    # detectron2 _create_grid_offsets: torch.arange(offset * stride, W * stride, step=stride,
+    # dtype=float32) on the CPU; cell anchors from Python floats sqrt(size**2 / r), r * w.
+    stride, offset, width = 3.502, 0.37, 40
+    gen = impl.get("DefaultAnchorGenerator")(sizes=[[10.0]], aspect_ratios=[[1.0]], strides=[stride],
+                                             offset=offset)
+    out = to_numpy(gen.grid_anchors([(1, width)], device=device)[0])
+    xs = torch.arange(offset * stride, width * stride, step=stride, dtype=torch.float32)[:width]
+    np.testing.assert_array_equal(out[:, 0], (xs - 5.0).numpy())
+    sizes, ratios = [7.0, 33.3], [0.3, 1.7, 2.9]
+    gen = impl.get("DefaultAnchorGenerator")(sizes=[sizes], aspect_ratios=[ratios], strides=[8])
+    cells = np.float32([[-w / 2.0, -h / 2.0, w / 2.0, h / 2.0]
+                        for size in sizes for r in ratios
+                        for w, h in [(math.sqrt(size ** 2.0 / r), r * math.sqrt(size ** 2.0 / r))]])
+    np.testing.assert_array_equal(to_numpy(gen.base_anchors[0]), cells)
 
 
 # =========================================================================== detectron2

@@ -49,6 +49,27 @@ def test_points_match_loop_oracle(impl, device, lv, offset, with_stride):
         assert_close(out[i], expected, impl, what=f"level {i}")
 
 
+@pytest.mark.spec("PTS-7")
+@given(strides=st.lists(st.one_of(stride_values, st.floats(0.125, 64, width=32),
+                                  st.tuples(stride_values, st.floats(0.125, 64, width=32))),
+                        min_size=1, max_size=2),
+       offset=st.one_of(offsets, st.floats(0, 1, width=32)), data=st.data())
+def test_points_are_upstreams_float32_values(impl, device, strides, offset, data):
+    sizes = data.draw(st.lists(featmap_size, min_size=len(strides), max_size=len(strides)))
+    out = impl.get("MlvlPointGenerator")(strides=strides, offset=offset).grid_priors(
+        sizes, device=device, with_stride=True)
+    for i, (s, size) in enumerate(zip(strides, sizes)):
+        expected = oracle.grid_points(size, pair(s) if not isinstance(s, float) else (s, s), offset, True)
+        np.testing.assert_array_equal(to_numpy(out[i]), np.float32(expected))
+
+
+@pytest.mark.spec("PTS-7")
+def test_points_worked_example_of_float32_arithmetic(impl, device):
+    # (x + 0.1) * 3 in float32: 0.3, 3.3000002, 6.2999997 (float64 then rounded: 3.3, 6.3).
+    out = impl.get("MlvlPointGenerator")(strides=[3], offset=0.1).grid_priors([(1, 3)], device=device)[0]
+    np.testing.assert_array_equal(to_numpy(out[:, 0]), np.float32([0.3, 3.3000002, 6.2999997]))
+
+
 @pytest.mark.spec("PTS-4")
 @given(lv=levels(), pad=st.tuples(st.integers(1, 300), st.integers(1, 300)), channels=st.booleans())
 def test_point_valid_flags_match_loop_oracle(impl, device, lv, pad, channels):

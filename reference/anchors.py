@@ -94,35 +94,84 @@ def _corners(cx, cy, ws: torch.Tensor, hs: torch.Tensor, rule: _CornerRule) -> t
     return boxes.to(torch.float32)
 
 
-def _sizes_by_ratio(sizes: torch.Tensor, ratios: torch.Tensor, ratio_outer: bool):
-    """Widths and heights ``(R*S,)`` of every (size, ratio) pair, with r = h / w.
-
-    ``ratio_outer=True`` enumerates ratio outer, size inner (mmdet scale_major,
-    torchvision); ``False`` size outer, ratio inner (detectron2).
+# Widths and heights of every (size, ratio) pair, with r = h / w: w = S / sqrt(r),
+# h = S * sqrt(r) in every flavour. Each flavour below multiplies in its upstream's
+# order and precision, because the corners are rounded afterwards (mmdet v1,
+# torchvision) or compared exactly: in float32 (base * 1/sqrt(r)) * scale and
+# base * (1/sqrt(r) * scale) can differ by one ulp, enough to move a rounded corner
+# by a pixel (mmdet v1: 26.500002 instead of 26.5) [ANC-8].
+def _mmdet_widths_heights(base_size, scales: torch.Tensor, ratios: torch.Tensor, scale_major: bool):
+    """mmdet (2.11 ``core/anchor/anchor_generator.py``, 3.3 ``prior_generators/
+    anchor_generator.py``, ``gen_single_level_base_anchors``): float32
+    ``(base_size * ratio_factor) * scale``, ``(R*S,)`` ratio outer when
+    ``scale_major``, else ``(base_size * scale) * ratio_factor``, ``(S*R,)`` scale outer.
     """
     h_ratios = torch.sqrt(ratios)  # (R,)
     w_ratios = 1 / h_ratios  # (R,)
-    if ratio_outer:
-        ws = (w_ratios[:, None] * sizes[None, :]).reshape(-1)  # (R*S,)
-        hs = (h_ratios[:, None] * sizes[None, :]).reshape(-1)
+    if scale_major:
+        ws = (base_size * w_ratios[:, None] * scales[None, :]).reshape(-1)  # (R*S,)
+        hs = (base_size * h_ratios[:, None] * scales[None, :]).reshape(-1)
     else:
-        ws = (sizes[:, None] * w_ratios[None, :]).reshape(-1)  # (S*R,)
-        hs = (sizes[:, None] * h_ratios[None, :]).reshape(-1)
+        ws = (base_size * scales[:, None] * w_ratios[None, :]).reshape(-1)  # (S*R,)
+        hs = (base_size * scales[:, None] * h_ratios[None, :]).reshape(-1)
     return ws, hs
+
+
+def _torchvision_widths_heights(sizes: torch.Tensor, ratios: torch.Tensor):
+    """torchvision (``anchor_utils.AnchorGenerator.generate_anchors``): float32
+    ``(1/sqrt(r)) * size``, ``(R*S,)`` ratio outer, size inner."""
+    h_ratios = torch.sqrt(ratios)  # (R,)
+    w_ratios = 1 / h_ratios  # (R,)
+    ws = (w_ratios[:, None] * sizes[None, :]).reshape(-1)  # (R*S,)
+    hs = (h_ratios[:, None] * sizes[None, :]).reshape(-1)
+    return ws, hs
+
+
+def _detectron2_widths_heights(sizes, ratios):
+    """detectron2 (``DefaultAnchorGenerator.generate_cell_anchors``): in Python
+    float64, ``w = sqrt(size**2 / r)`` and ``h = r * w``, ``(S*R,)`` size outer."""
+    pairs = [(size, ratio) for size in sizes for ratio in ratios]  # size outer, ratio inner
+    ws = [math.sqrt(size ** 2.0 / ratio) for size, ratio in pairs]
+    hs = [ratio * w for (_, ratio), w in zip(pairs, ws)]
+    return torch.tensor(ws, dtype=torch.float64), torch.tensor(hs, dtype=torch.float64)
 
 
 # --------------------------------------------------------------------------- the grid
 def _location_shifts(featmap_size, stride_wh, offset: float, device) -> torch.Tensor:
     """Pixel position of every location of one level, row-major: ``(H*W, 2)`` [x, y].
 
-    Location ``(y, x)`` sits at ``((x + offset) * stride_w, (y + offset) * stride_h)``.
+    Location ``(y, x)`` sits at ``((x + offset) * stride_w, (y + offset) * stride_h)``,
+    computed in float32 as mmdet (``arange(W).to(float32) * stride``, and
+    MlvlPointGenerator's ``(arange(W) + offset) * stride``) and torchvision do: a
+    non-integer stride rounds there, not in float64.
     """
     feat_h, feat_w = featmap_size
     stride_w, stride_h = stride_wh
-    xs = (torch.arange(feat_w, device=device, dtype=torch.float64) + offset) * stride_w  # (W,)
-    ys = (torch.arange(feat_h, device=device, dtype=torch.float64) + offset) * stride_h  # (H,)
+    xs = (torch.arange(feat_w, device=device, dtype=torch.float32) + offset) * stride_w  # (W,)
+    ys = (torch.arange(feat_h, device=device, dtype=torch.float32) + offset) * stride_h  # (H,)
+    return _row_major(xs, ys)
+
+
+def _detectron2_location_shifts(featmap_size, stride: float, offset: float, device) -> torch.Tensor:
+    """detectron2's ``_create_grid_offsets``: ``(H*W, 2)`` [x, y] float32.
+
+    detectron2 calls ``torch.arange(offset * stride, W * stride, step=stride,
+    dtype=float32)``; torch's own arange rounding decides the last bit of a
+    non-integer position, so the reference calls the same. For a non-integer stride
+    that arange can also return W + 1 values (detectron2 then makes one location
+    too many); the reference keeps the first W.
+    """
+    feat_h, feat_w = featmap_size
+    # On the CPU, then moved, as detectron2 does: a device's arange may round otherwise.
+    xs = torch.arange(offset * stride, feat_w * stride, step=stride, dtype=torch.float32)[:feat_w]  # (W,)
+    ys = torch.arange(offset * stride, feat_h * stride, step=stride, dtype=torch.float32)[:feat_h]  # (H,)
+    return _row_major(xs.to(device), ys.to(device))
+
+
+def _row_major(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Every (x, y) pair, y outer and x inner: ``(H*W, 2)``."""
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")  # (H, W) each; y outer, x inner
-    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1).to(torch.float32)  # (H*W, 2)
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)  # (H*W, 2)
 
 
 def _place_on_grid(base_anchors: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -354,9 +403,9 @@ class AnchorGenerator:
         rule = self._corner_rule
         base_size = self.base_sizes[level]
         cx, cy = self.centers[level] if self.centers is not None else self._default_center(base_size)
-        sizes = base_size * torch.tensor(self.scales, dtype=rule.dtype)  # (S,)
+        scales = torch.tensor(self.scales, dtype=rule.dtype)  # (S,)
         ratios = torch.tensor(self.ratios, dtype=rule.dtype)  # (R,)
-        ws, hs = _sizes_by_ratio(sizes, ratios, ratio_outer=self.scale_major)  # (R*S,) each
+        ws, hs = _mmdet_widths_heights(base_size, scales, ratios, self.scale_major)  # (A,) each
         return _corners(cx, cy, ws, hs, rule)  # (A, 4)
 
     # -- public API
@@ -464,12 +513,9 @@ class DefaultAnchorGenerator:
 
     @staticmethod
     def _cell_anchors(sizes, ratios) -> torch.Tensor:
-        rule = _DETECTRON2_CORNERS
-        sizes_t = torch.tensor(sizes, dtype=rule.dtype)  # (S,)
-        ratios_t = torch.tensor(ratios, dtype=rule.dtype)  # (R,)
         # w = sqrt(size^2 / r) = size / sqrt(r) and h = r * w = size * sqrt(r).
-        ws, hs = _sizes_by_ratio(sizes_t, ratios_t, ratio_outer=False)  # (S*R,)
-        return _corners(0.0, 0.0, ws, hs, rule)  # (A, 4)
+        ws, hs = _detectron2_widths_heights(sizes, ratios)  # (S*R,) float64
+        return _corners(0.0, 0.0, ws, hs, _DETECTRON2_CORNERS)  # (A, 4)
 
     @property
     def num_levels(self) -> int:
@@ -488,7 +534,7 @@ class DefaultAnchorGenerator:
         return [
             _place_on_grid(
                 self.base_anchors[i],
-                _location_shifts(size, (self.strides[i], self.strides[i]), self.offset, device),
+                _detectron2_location_shifts(size, self.strides[i], self.offset, device),
             )
             for i, size in enumerate(sizes)
         ]
@@ -518,8 +564,8 @@ class TorchvisionAnchorGenerator:
     @staticmethod
     def _base(sizes, ratios) -> torch.Tensor:
         rule = _TORCHVISION_CORNERS
-        ws, hs = _sizes_by_ratio(
-            torch.tensor(sizes, dtype=rule.dtype), torch.tensor(ratios, dtype=rule.dtype), ratio_outer=True
+        ws, hs = _torchvision_widths_heights(
+            torch.tensor(sizes, dtype=rule.dtype), torch.tensor(ratios, dtype=rule.dtype)
         )  # (R*S,) each
         return _corners(0.0, 0.0, ws, hs, rule)  # (A, 4), integers
 

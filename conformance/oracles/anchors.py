@@ -5,6 +5,11 @@ Each function follows the step list of the seeds (mmdet 2.x ``AnchorGenerator`` 
 detectron2 ``DefaultAnchorGenerator``, torchvision ``AnchorGenerator``) one scalar at
 a time, so it can be checked against the notes by eye. Nothing here imports the
 implementation under test or torch; results are nested lists or float64 arrays.
+
+Where upstream computes in float32 and a rounding follows (mmdet v1 and torchvision
+round corners) or the value is compared exactly (SPEC.md ANC-20, PTS-7), the
+oracle computes in NumPy float32 in upstream's order of operations: in float32
+``(base * w_ratio) * scale`` and ``base * (w_ratio * scale)`` can differ by an ulp.
 """
 
 from __future__ import annotations
@@ -16,14 +21,23 @@ import numpy as np
 
 # --------------------------------------------------------------------------- base anchors
 def mmdet_base_anchors(base_size, scales, ratios, scale_major=True, center=None,
-                       center_offset=0.0, legacy=False):
-    """mmdet base anchors of one level, ``(A, 4)`` float64.
+                       center_offset=0.0, legacy=False, h_ratios=None):
+    """mmdet base anchors of one level, ``(A, 4)`` (float32 values, as float64).
 
-    For each (ratio r, scale s): w = base * s / sqrt(r), h = base * s * sqrt(r).
+    For each (ratio r, scale s): w = base * s / sqrt(r), h = base * s * sqrt(r),
+    in float32 as mmdet multiplies (2.11 ``core/anchor/anchor_generator.py``, 3.3
+    ``models/task_modules/prior_generators/anchor_generator.py``,
+    ``gen_single_level_base_anchors``): ``w_ratio = 1 / sqrt(r)``, then
+    ``(base * w_ratio) * s`` (scale_major) or ``(base * s) * w_ratio``.
     scale_major=True: ratio in the outer loop, scale in the inner loop.
     Centre: ``center`` if given, else center_offset * base (legacy: * (base - 1)).
     Corners: centre -+ w/2 (legacy: -+ (w - 1)/2, then rounded half to even).
+    ``h_ratios``: float32 ``sqrt(r)`` per ratio as upstream got it (torch's CPU
+    float32 sqrt is not always the correctly rounded one NumPy gives); default NumPy's.
     """
+    if h_ratios is None:
+        h_ratios = [np.sqrt(np.float32(r)) for r in ratios]
+    h_ratio_of = {float(r): np.float32(h) for r, h in zip(ratios, h_ratios)}
     if center is not None:
         cx, cy = center
     elif legacy:
@@ -39,15 +53,21 @@ def mmdet_base_anchors(base_size, scales, ratios, scale_major=True, center=None,
         for s in scales:
             for r in ratios:
                 pairs.append((r, s))
+    f32, half, one = np.float32, np.float32(0.5), np.float32(1)
+    cx, cy, base = f32(cx), f32(cy), f32(base_size)
     rows = []
     for r, s in pairs:
-        w = base_size * s / math.sqrt(r)
-        h = base_size * s * math.sqrt(r)
-        if legacy:
-            box = [cx - 0.5 * (w - 1), cy - 0.5 * (h - 1), cx + 0.5 * (w - 1), cy + 0.5 * (h - 1)]
-            box = [float(round(v)) for v in box]  # Python round: half to even
+        h_ratio = h_ratio_of[float(r)]
+        w_ratio = one / h_ratio
+        if scale_major:
+            w, h = base * w_ratio * f32(s), base * h_ratio * f32(s)
         else:
-            box = [cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h]
+            w, h = base * f32(s) * w_ratio, base * f32(s) * h_ratio
+        if legacy:
+            box = [cx - half * (w - one), cy - half * (h - one), cx + half * (w - one), cy + half * (h - one)]
+            box = [float(np.round(v)) for v in box]  # NumPy round: half to even
+        else:
+            box = [float(v) for v in (cx - half * w, cy - half * h, cx + half * w, cy + half * h)]
         rows.append(box)
     return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
@@ -122,6 +142,22 @@ def grid_anchors(base_anchors, featmap_size, stride_wh, offset=0.0):
     return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
 
+def mmdet_grid_anchors_float32(base_anchors, featmap_size, stride_wh):
+    """mmdet's grid of one level in float32, ``(H*W*A, 4)``: the shift of location
+    (y, x) is ``float32(x) * stride_w`` (3.3 ``arange(W).to(float32) * stride_w``;
+    2.11 multiplies the int arange and casts, which is the same for int strides)."""
+    feat_h, feat_w = featmap_size
+    stride_w, stride_h = np.float32(stride_wh[0]), np.float32(stride_wh[1])
+    base = np.asarray(base_anchors, dtype=np.float32)
+    rows = []
+    for y in range(feat_h):
+        for x in range(feat_w):
+            sx, sy = np.float32(x) * stride_w, np.float32(y) * stride_h
+            for x1, y1, x2, y2 in base:
+                rows.append([x1 + sx, y1 + sy, x2 + sx, y2 + sy])
+    return np.array(rows, dtype=np.float32).astype(np.float64).reshape(-1, 4)
+
+
 def anchor_at(base_anchors, featmap_size, stride_wh, index, offset=0.0):
     """Row ``index`` of :func:`grid_anchors`, without building the whole level."""
     feat_h, feat_w = featmap_size
@@ -141,13 +177,19 @@ def torchvision_strides(image_size, featmap_size):
 
 
 def grid_points(featmap_size, stride_wh, offset, with_stride=False):
-    """Points of one level, ``(H*W, 2)`` or ``(H*W, 4)``: for y, for x."""
+    """Points of one level, ``(H*W, 2)`` or ``(H*W, 4)``: for y, for x.
+
+    In float32 as mmdet 3.3 ``MlvlPointGenerator.single_level_grid_priors`` does:
+    ``(x + offset) * stride_w``, each operation rounded to float32.
+    """
     feat_h, feat_w = featmap_size
+    f32 = np.float32
     stride_w, stride_h = stride_wh
     rows = []
     for y in range(feat_h):
         for x in range(feat_w):
-            row = [(x + offset) * stride_w, (y + offset) * stride_h]
+            row = [float((f32(x) + f32(offset)) * f32(stride_w)),
+                   float((f32(y) + f32(offset)) * f32(stride_h))]
             if with_stride:
                 row += [stride_w, stride_h]
             rows.append(row)
