@@ -6,8 +6,13 @@ What a training step receives, and where it comes from:
    Category ids become contiguous labels ``0 .. C-1`` in ascending id order
    (``label_to_cat_id`` maps back for evaluation). Crowd annotations become
    *ignore regions* (``target["ignore_boxes"]``); boxes with zero or negative width
-   or height after clipping to the image are dropped, and the count is logged.
-2. An image is read with PIL and passed, with its boxes as ``tv_tensors.BoundingBoxes``,
+   or height after clipping to the image are dropped, and so are annotations naming
+   an image or a category the file does not list; every drop is counted
+   (``CocoDetection.dropped``) and logged. Annotations without ``iscrowd`` / ``area``
+   get 0 / the box area (as detectron2 fills them), so pycocotools can evaluate them.
+2. An image is read with PIL (``load_rgb``: 16-bit scaled to 8 bits, grayscale,
+   RGBA, palette and CMYK to RGB); its size must match the annotation file's
+   width/height. It is passed, with its boxes as ``tv_tensors.BoundingBoxes``,
    through ``torchvision.transforms.v2``: resize keeping the aspect ratio (shorter
    side to ``min_size``, longer side at most ``max_size``), a random horizontal flip
    in training, conversion to float and normalisation with the ImageNet mean/std.
@@ -64,6 +69,7 @@ __all__ = [
     "ensure_synthetic_dataset",
     "write_synthetic_split",
     "load_coco",
+    "load_rgb",
     "CocoDetection",
     "build_transforms",
     "aspect_ratio_group_ids",
@@ -355,11 +361,50 @@ def load_coco(ann_file: str | Path):
                 and "image_id" in ann and "category_id" in ann):
             raise DatasetError(f"annotation file {str(path)!r}: annotation {ann!r} needs "
                                "image_id, category_id and bbox [x, y, w, h]")
+    # Defaults for the fields pycocotools' evaluation needs and many exporters omit
+    # (detectron2's load_coco_json fills them the same way); ids must be unique.
+    used_ids = {ann["id"] for ann in dataset["annotations"] if "id" in ann}
+    next_id = max((i for i in used_ids if isinstance(i, int)), default=0) + 1
+    for ann in dataset["annotations"]:
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("area", float(ann["bbox"][2]) * float(ann["bbox"][3]))
+        if "id" not in ann:
+            ann["id"], next_id = next_id, next_id + 1
+    for info in dataset["images"]:
+        if not (isinstance(info, dict) and "id" in info and "file_name" in info):
+            raise DatasetError(f"annotation file {str(path)!r}: image entry {info!r} needs "
+                               "id and file_name")
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """The image file at ``path`` as 8-bit RGB.
+
+    16-bit (and 32-bit integer) grayscale is scaled from [0, 65535] to [0, 255]
+    (PIL's own ``convert("RGB")`` clips it, so most such images turn white); float
+    images are clipped to [0, 255]; grayscale, grayscale + alpha, RGBA, palette,
+    CMYK and bilevel images are converted by PIL (alpha dropped). Raises
+    DatasetError naming the file when it cannot be read.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode.startswith("I"):  # I;16, I;16B, I;16L, I (32-bit)
+                values = np.asarray(im, dtype=np.float64)  # (H, W)
+                gray = np.clip(np.round(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+                return Image.fromarray(gray, "L").convert("RGB")
+            if im.mode == "F":
+                gray = np.clip(np.round(np.asarray(im, dtype=np.float64)), 0, 255)
+                return Image.fromarray(gray.astype(np.uint8), "L").convert("RGB")
+            if im.mode == "P" and "transparency" in im.info:
+                return im.convert("RGBA").convert("RGB")
+            return im.convert("RGB")
+    except (FileNotFoundError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"cannot read image {str(path)!r}: {exc}") from None
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -390,8 +435,10 @@ class CocoDetection(torch.utils.data.Dataset):
         self.class_names = [coco.cats[c].get("name", str(c)) for c in cat_ids]
 
         # Boxes are converted once here, so every epoch sees the same set and the
-        # count of dropped degenerate boxes is known up front.
-        self.dropped_degenerate = 0
+        # counts of dropped annotations are known up front.
+        self.dropped = {"degenerate": 0, "unknown_category": 0, "unknown_image": 0}
+        self.dropped["unknown_image"] = sum(
+            1 for ann in coco.dataset.get("annotations", []) if ann["image_id"] not in coco.imgs)
         self.records: list[dict] = []
         for image_id in sorted(coco.imgs):
             info = coco.imgs[image_id]
@@ -399,9 +446,24 @@ class CocoDetection(torch.utils.data.Dataset):
             if skip_empty and len(record["labels"]) == 0:
                 continue
             self.records.append(record)
-        if self.dropped_degenerate:
+        name = ann_file or "dataset"
+        if self.dropped["degenerate"]:
             log.warning("%s: dropped %d degenerate boxes (zero or negative width/height)",
-                        ann_file or "dataset", self.dropped_degenerate)
+                        name, self.dropped["degenerate"])
+        if self.dropped["unknown_category"]:
+            log.warning("%s: dropped %d annotations whose category_id is not in "
+                        "'categories'", name, self.dropped["unknown_category"])
+        if self.dropped["unknown_image"]:
+            log.warning("%s: dropped %d annotations whose image_id is not in 'images'",
+                        name, self.dropped["unknown_image"])
+
+    @property
+    def dropped_degenerate(self) -> int:
+        return self.dropped["degenerate"]
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
 
     @property
     def num_classes(self) -> int:
@@ -417,13 +479,15 @@ class CocoDetection(torch.utils.data.Dataset):
                 x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
                 y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
             if not (x2 > x1 and y2 > y1 and all(map(math.isfinite, (x1, y1, x2, y2)))):
-                self.dropped_degenerate += 1
+                self.dropped["degenerate"] += 1
                 continue
             if ann.get("iscrowd", 0):
                 ignore.append([x1, y1, x2, y2])
             elif ann["category_id"] in self.cat_id_to_label:
                 boxes.append([x1, y1, x2, y2])
                 labels.append(self.cat_id_to_label[ann["category_id"]])
+            else:
+                self.dropped["unknown_category"] += 1
         return {
             "image_id": int(info["id"]),
             "file_name": info["file_name"],
@@ -443,11 +507,12 @@ class CocoDetection(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         record = self.records[index]
         path = self.images_dir / record["file_name"]
-        try:
-            with Image.open(path) as im:
-                picture = im.convert("RGB")
-        except (FileNotFoundError, OSError) as exc:
-            raise DatasetError(f"cannot read image {str(path)!r}: {exc}") from None
+        picture = load_rgb(path)
+        if record["width"] and record["height"] and \
+                (picture.width, picture.height) != (record["width"], record["height"]):
+            # the boxes were clipped to the annotation's size: they would be wrong
+            raise DatasetError(f"image {str(path)!r} is {picture.width}x{picture.height} but "
+                               f"the annotation file says {record['width']}x{record['height']}")
         canvas = (picture.height, picture.width)
         image = tv_tensors.Image(v2.functional.pil_to_tensor(picture))  # (3, H, W) uint8
         target = {

@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from reference.data import CocoDetection, build_transforms, collate_lists, load_coco
+    from reference.data import (CocoDetection, DatasetError, build_transforms, collate_lists,
+                                load_coco)
     from reference.checkpoint import CheckpointError, load_model_from_checkpoint
 
     args = build_parser().parse_args(argv)
@@ -197,15 +198,21 @@ def main(argv: list[str] | None = None) -> int:
         val_images = str(root / "val2017")
     val_ann = args.val_ann or val_ann
     val_images = args.val_images or val_images
-    coco_gt = load_coco(val_ann)
-    dataset = CocoDetection(val_images, coco=coco_gt,
-                            transforms=build_transforms(False, data["min_size"], data["max_size"]))
-    if dataset.label_to_cat_id != checkpoint["label_to_cat_id"]:
-        print(f"warning: categories of {val_ann} {dataset.label_to_cat_id} differ from the "
-              f"checkpoint's {checkpoint['label_to_cat_id']}", file=sys.stderr)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.workers, collate_fn=collate_lists)
-    stats = evaluate_model(model, loader, coco_gt, checkpoint["label_to_cat_id"], device)
+    try:
+        coco_gt = load_coco(val_ann)
+        dataset = CocoDetection(val_images, coco=coco_gt, transforms=build_transforms(
+            False, data["min_size"], data["max_size"]))
+        if dataset.label_to_cat_id != checkpoint["label_to_cat_id"]:
+            print(f"warning: categories of {val_ann} {dataset.label_to_cat_id} differ from the "
+                  f"checkpoint's {checkpoint['label_to_cat_id']}", file=sys.stderr)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
+                                             num_workers=args.workers, collate_fn=collate_lists)
+        stats = evaluate_model(model, loader, coco_gt, checkpoint["label_to_cat_id"], device)
+    except DatasetError as exc:
+        lines = str(exc).strip().splitlines()  # a worker's error carries its traceback
+        print(f"error: {lines[-1].split('DatasetError: ')[-1] if lines else exc}",
+              file=sys.stderr)
+        return 2
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(stats, indent=2) + "\n")
     return 0

@@ -76,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with Image.open(args.image) as im:
-        picture = im.convert("RGB")
+    from reference.data import DatasetError, load_rgb
+    try:
+        picture = load_rgb(args.image)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     data = checkpoint["data"]
     detections = predict_image(model, picture, data["min_size"], data["max_size"], args.device)
     drawn = draw_detections(picture, detections, checkpoint["class_names"], args.score_threshold)

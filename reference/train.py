@@ -400,10 +400,10 @@ class _StopRequests:
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C / SIGTERM to the main process, which stops them
-    after saving (a terminal sends SIGINT to the whole process group)."""
+    """DataLoader workers leave Ctrl-C to the main process, which stops them after
+    saving (a terminal sends SIGINT to the whole process group). SIGTERM keeps its
+    default: it is how the main process ends its workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
@@ -564,8 +564,6 @@ def train_one_epoch(run: _Run, epoch: int, start: int, step: int) -> int:
             # 1) the next batch; a stop request seen while waiting ends the run here
             try:
                 images, targets = next(batches)
-            except DatasetError:
-                raise
             except Exception as exc:  # noqa: BLE001 - a worker that died of our signal
                 if run.stop.signum is None:
                     _reraise_worker_dataset_error(exc)
@@ -642,14 +640,16 @@ def train_one_epoch(run: _Run, epoch: int, start: int, step: int) -> int:
                 run.save(epoch, index + 1, step, evaluated=True)
     finally:
         run.stop.deferring = False
+        del batches  # stops the workers now, even while an exception holds this frame
     return step
 
 
 def _reraise_worker_dataset_error(exc: Exception) -> None:
-    """A DatasetError raised in a DataLoader worker arrives as its traceback text;
-    raise it again as the one-line DatasetError it was."""
+    """A DatasetError raised in a DataLoader worker arrives with the worker's traceback
+    as its text; raise it again as the one-line DatasetError it was."""
     text = str(exc).strip().splitlines()
     if text and text[-1].startswith(("reference.data.DatasetError: ", "DatasetError: ")):
+        exc.__traceback__ = None  # its frames hold the DataLoader iterator and its workers
         raise DatasetError(text[-1].split(": ", 1)[1]) from None
 
 
@@ -822,8 +822,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
     batches = EpochBatches(GroupedBatchSampler(sampler, group_ids, args.batch_size), args.seed)
     train_loader = torch.utils.data.DataLoader(
         SeededSamples(train_set), batch_sampler=batches, num_workers=args.workers,
-        collate_fn=collate_lists, persistent_workers=args.workers > 0,
-        worker_init_fn=_ignore_stop_signals)
+        collate_fn=collate_lists, worker_init_fn=_ignore_stop_signals)
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, shuffle=False,
                                              num_workers=args.workers, collate_fn=collate_lists,
                                              worker_init_fn=_ignore_stop_signals)
@@ -892,7 +891,15 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
                   threads=torch.get_num_threads(),
                   train_images=len(train_set), val_images=len(val_set),
                   dropped_degenerate=train_set.dropped_degenerate + val_set.dropped_degenerate,
+                  dropped_annotations={"train": train_set.dropped, "val": val_set.dropped},
                   steps_per_epoch=schedule.steps_per_epoch, total_steps=schedule.total_steps)
+    for split, dataset, ann_file in (("train", train_set, paths.train_ann),
+                                     ("val", val_set, paths.val_ann)):
+        if dataset.dropped_total:
+            counts = ", ".join(f"{n} {kind.replace('_', ' ')}"
+                               for kind, n in dataset.dropped.items() if n)
+            runlog.say(f"note: {split}: dropped {dataset.dropped_total} annotations of "
+                       f"{ann_file} ({counts})")
     runlog.say(f"training {args.model} on {len(train_set)} images ({paths.train_ann}), "
                f"{schedule.steps_per_epoch} steps/epoch x {args.epochs} epochs, world size "
                f"{world}, device {device}, {torch.get_num_threads()} threads"
@@ -956,7 +963,11 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
         runlog.record("nonfinite", step=step, message=message)
         _finish_distributed(world)
         return 1
-    except DatasetError as exc:
+    except DatasetError as exc:  # an unreadable image mid-run (train or val)
+        try:
+            _reraise_worker_dataset_error(exc)
+        except DatasetError as clean:
+            exc = clean
         kept = checkpoint_path if checkpoint_path.is_file() else "none yet"
         runlog.progress("", final=True)
         message = f"error: {exc}. Last checkpoint kept: {kept}"

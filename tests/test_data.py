@@ -245,3 +245,91 @@ def test_collate_returns_lists_without_padding():
     a, b = torch.zeros(3, 4, 5), torch.zeros(3, 6, 2)
     images, targets = collate_lists([(a, {"i": 1}), (b, {"i": 2})])
     assert images[0] is a and images[1] is b and targets == [{"i": 1}, {"i": 2}]
+
+
+# --------------------------------------------------------------------------- files from others
+def test_annotations_without_iscrowd_area_or_id_get_defaults_and_evaluate(tmp_path):
+    from reference.evaluate import coco_evaluate
+
+    path = _write(tmp_path / "bare.json", {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [{"image_id": 1, "category_id": 1, "bbox": [4, 4, 40, 40]},
+                        {"image_id": 1, "category_id": 1, "bbox": [30, 30, 20, 10]}]})
+    coco = load_coco(path)
+    anns = coco.dataset["annotations"]
+    assert [a["iscrowd"] for a in anns] == [0, 0] and [a["area"] for a in anns] == [1600, 200]
+    assert len({a["id"] for a in anns}) == 2
+    detections = [{"image_id": 1, "category_id": 1, "bbox": a["bbox"], "score": 0.9}
+                  for a in anns]
+    assert coco_evaluate(coco, detections)["AP"] == pytest.approx(1.0)
+
+
+def test_annotations_of_unknown_categories_or_images_are_counted_and_logged(tmp_path, caplog):
+    images, _ = _tiny_coco(tmp_path)
+    ann = _write(tmp_path / "unknown.json", {
+        "images": [{"id": 5, "file_name": "a.png", "width": 40, "height": 20}],
+        "categories": [{"id": 7, "name": "seven"}],
+        "annotations": [
+            {"id": 1, "image_id": 5, "category_id": 7, "bbox": [2, 3, 10, 5]},
+            {"id": 2, "image_id": 5, "category_id": 99, "bbox": [2, 3, 10, 5]},
+            {"id": 3, "image_id": 42, "category_id": 7, "bbox": [2, 3, 10, 5]},
+            {"id": 4, "image_id": 43, "category_id": 7, "bbox": [2, 3, 10, 5]}]})
+    ds = CocoDetection(images, ann)
+    assert ds.dropped == {"degenerate": 0, "unknown_category": 1, "unknown_image": 2}
+    assert "dropped 1 annotations whose category_id" in caplog.text
+    assert "dropped 2 annotations whose image_id" in caplog.text
+
+
+def test_an_image_of_another_size_than_its_annotation_is_an_error_naming_it(tmp_path):
+    images, _ = _tiny_coco(tmp_path)
+    ann = _write(tmp_path / "big.json", {
+        "images": [{"id": 5, "file_name": "a.png", "width": 192, "height": 160}],
+        "categories": [{"id": 7, "name": "seven"}],
+        "annotations": [{"id": 1, "image_id": 5, "category_id": 7, "bbox": [100, 3, 80, 50]}]})
+    with pytest.raises(DatasetError, match=r"a.png' is 40x20 but the annotation file says 192x160"):
+        CocoDetection(images, ann)[0]
+
+
+def test_sixteen_bit_png_is_scaled_to_eight_bits_not_clipped_white(tmp_path):
+    from reference.data import load_rgb
+
+    values = np.array([[0, 257 * 128], [65535, 257 * 10]], dtype=np.uint16)  # (2, 2)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.mode.startswith("I")  # what PIL makes of a 16-bit grayscale PNG
+    rgb = np.asarray(load_rgb(tmp_path / "deep.png"))
+    assert rgb.shape == (2, 2, 3)
+    assert rgb[..., 0].tolist() == [[0, 128], [255, 10]] and (rgb[..., 1] == rgb[..., 0]).all()
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "P+transparency", "CMYK", "1"])
+def test_every_common_image_mode_loads_as_rgb(tmp_path, mode):
+    from reference.data import load_rgb
+
+    base = Image.new("RGB", (6, 4), (200, 40, 40) if mode != "1" else (255, 255, 255))
+    if mode == "P+transparency":
+        picture = base.convert("P")
+        picture.info["transparency"] = 0
+        path = tmp_path / "p.png"
+        picture.save(path, transparency=0)
+    else:
+        picture = base.convert(mode)
+        path = tmp_path / ("x.tiff" if mode == "CMYK" else "x.png")
+        picture.save(path)
+    rgb = load_rgb(path)
+    assert rgb.mode == "RGB" and rgb.size == (6, 4)
+    expected = np.asarray(base.convert(mode.split("+")[0]).convert("RGB"))
+    np.testing.assert_allclose(np.asarray(rgb, dtype=int), expected.astype(int), atol=2)
+
+
+def test_a_dataset_image_in_sixteen_bits_trains_on_its_real_pixels(tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(np.full((20, 40), 257 * 100, dtype=np.uint16)).save(images / "a.png")
+    ann = _write(tmp_path / "a.json", {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 20}],
+        "categories": [{"id": 1, "name": "x"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}]})
+    image, _ = CocoDetection(images, ann)[0]
+    assert image.unique().tolist() == [100]

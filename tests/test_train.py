@@ -323,3 +323,55 @@ def test_real_small_retinanet_trains_a_few_steps_and_evaluates(tiny_data, tmp_pa
     assert epoch["step"] == 3 and len(epoch["coco"]) == 12
     model, checkpoint = load_model_from_checkpoint(out / "checkpoint.pth")
     assert checkpoint["model_overrides"] == {"fpn_channels": 16, "head_channels": 16}
+
+
+# --------------------------------------------------------------------------- files from others
+def _copy_data(tiny_data: Path, tmp_path: Path, edit=None) -> Path:
+    """A copy of the tiny set whose train and val JSON pass through ``edit``."""
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    for split in ("train2017", "val2017"):
+        path = root / "annotations" / f"instances_{split}.json"
+        coco = json.loads(path.read_text())
+        if edit:
+            edit(coco)
+        path.write_text(json.dumps(coco))
+    return root
+
+
+def test_coco_files_without_iscrowd_and_area_train_and_evaluate(tiny_data, tmp_path, capsys):
+    def strip(coco):
+        for ann in coco["annotations"]:
+            del ann["iscrowd"], ann["area"]
+        coco["annotations"].append({"id": 999, "image_id": 1, "category_id": 77,
+                                    "bbox": [1, 1, 9, 9]})
+
+    data = _copy_data(tiny_data, tmp_path, strip)
+    out = tmp_path / "run"
+    assert main(_argv(data, out, "--epochs", "1")) == 0
+    err = capsys.readouterr().err
+    assert "train: dropped 1 annotations" in err and "1 unknown category" in err
+    log = _log(out)
+    start = next(e for e in log if e["type"] == "start")
+    assert start["dropped_annotations"]["train"]["unknown_category"] == 1
+    assert len(next(e for e in log if e["type"] == "epoch")["coco"]) == 12
+
+
+def test_an_unreadable_image_mid_epoch_names_the_file_and_keeps_the_checkpoint(tiny_data,
+                                                                             tmp_path, capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    out = tmp_path / "run"
+    assert main(_argv(data, out, "--epochs", "1")) == 0
+    for image in (data / "train2017").glob("*.png"):
+        image.write_bytes(b"\x89PNG garbage")
+    capsys.readouterr()
+    code = main(_argv(data, out, "--epochs", "2", "--workers", "2", "--resume", "auto"))
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("error: cannot read image") and "train2017" in last and \
+        "Last checkpoint kept" in last
+    assert torch.load(out / "checkpoint.pth", weights_only=True)["epoch"] == 1
+    import multiprocessing
+    assert not multiprocessing.active_children()  # the DataLoader workers are gone
