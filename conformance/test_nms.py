@@ -215,51 +215,141 @@ def test_batched_nms_never_lets_categories_suppress_each_other(impl, device):
     assert _indices(empty) == []
 
 
-def _has_split_threshold(fn) -> bool:
+# The pair's float32 IoU is 0.50000006 (inter 2.0000005 / union 4.0000005), so NMS
+# within category 1 drops box 1. Shifting category 1 by a coordinate offset (21 or
+# 22 here) rounds 6.1 and 9.1 differently, which moves that IoU to <= 0.5.
+NEAR_THRESHOLD_BOXES = [[6.1, 1, 9.1, 2], [7.1, 1, 10.1, 2], [20, 20, 21, 21]]
+
+
+@pytest.mark.spec("NMS-8")
+def test_batched_nms_decides_an_iou_one_rounding_above_the_threshold_as_within_a_category(
+        impl, device):
+    batched_nms = impl.get("batched_nms")
+    boxes = tensor(NEAR_THRESHOLD_BOXES, device, torch.float32)
+    scores = tensor([0.9, 0.8, 0.7], device, torch.float32)
+    idxs = tensor([1, 1, 0], device, torch.int64)
+    within_category_1 = _indices(impl.get("nms")(boxes[:2], scores[:2], 0.5))
+    assert within_category_1 == [0]
+    assert _indices(batched_nms(boxes, scores, idxs, 0.5)) == [0, 2]
+
+
+@pytest.mark.spec("NMS-11")
+@pytest.mark.flavour("detectron2")
+def test_fast_rcnn_inference_suppresses_within_a_class_exactly_near_the_threshold(impl, device):
+    fast_rcnn_inference = impl.get("fast_rcnn_inference")
+    boxes = tensor(NEAR_THRESHOLD_BOXES, device, torch.float32)  # class-agnostic (R, 4)
+    # Columns: class 0, class 1, background; rows 0 and 1 are class 1, row 2 class 0.
+    scores = tensor([[0.0, 0.9, 0.1], [0.0, 0.8, 0.2], [0.7, 0.0, 0.3]], device, torch.float32)
+    _, _, labels, rows = fast_rcnn_inference(boxes, scores, (100, 100), 0.05, 0.5, 100)
+    assert rows.tolist() == [0, 2] and labels.tolist() == [1, 0]
+
+
+@pytest.mark.spec("PROP-1")
+@pytest.mark.flavour("mmdet")
+def test_mmdet_rpn_proposals_suppress_within_a_level_exactly_near_the_threshold(impl, device):
+    proposals = impl.get("mmdet_rpn_proposals")
+    # Zero deltas decode each anchor to itself up to rounding; this pair's decoded
+    # float32 IoU is one rounding above 0.5 (whole_level checks it), while
+    # shifting it by the old span offset (21) rounds it down to 0.5.
+    pair = [[0.4, 1, 5.4, 2], [0.4 + 5 / 3, 1, 0.4 + 5 / 3 + 5, 2]]
+    anchors = [tensor(NEAR_THRESHOLD_BOXES[2:], device, torch.float32),
+               tensor(pair, device, torch.float32)]
+    scores = [tensor([0.7], device, torch.float32), tensor([0.9, 0.8], device, torch.float32)]
+    deltas = [torch.zeros((1, 4), device=device), torch.zeros((2, 4), device=device)]
+    out = proposals(scores, deltas, anchors, (100, 100), iou_threshold=0.5)
+    whole_level = proposals(scores[1:], deltas[1:], anchors[1:], (100, 100), iou_threshold=0.5)
+    assert whole_level[3].tolist() == [0]
+    assert out[3].tolist() == [1, 0]  # anchor rows: the 0.9 box of level 1, then level 0
+
+
+@pytest.mark.spec("PROP-4")
+@pytest.mark.flavour("detectron2")
+def test_find_top_rpn_proposals_suppress_within_a_level_exactly_near_the_threshold(
+        impl, device):
+    find_top = impl.get("find_top_rpn_proposals")
+    proposals = [tensor(NEAR_THRESHOLD_BOXES[2:], device, torch.float32),
+                 tensor(NEAR_THRESHOLD_BOXES[:2], device, torch.float32)]
+    logits = [tensor([0.7], device, torch.float32), tensor([0.9, 0.8], device, torch.float32)]
+    out = find_top(proposals, logits, (100, 100), nms_thresh=0.5)
+    assert out[3].tolist() == [1, 0]  # anchor rows: the 0.9 box of level 1, then level 0
+    assert out[2].tolist() == [1, 0]
+
+
+def _has_method(fn) -> bool:
     try:
-        return "split_threshold" in inspect.signature(fn).parameters
+        return "method" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _near_threshold_case(gen, n, num_categories, device, dtype=torch.float32):
+    """Boxes on a 0.1 grid (not exact in float32) and a threshold equal to one pair's IoU."""
+    xy = torch.randint(0, 300, (n, 2), generator=gen).to(dtype) / 10
+    wh = torch.randint(5, 120, (n, 2), generator=gen).to(dtype) / 10
+    boxes = torch.cat([xy, xy + wh], 1)
+    scores = torch.rand(n, generator=gen).to(dtype)
+    idxs = torch.randint(0, num_categories, (n,), generator=gen)
+    i, j = torch.randint(0, n, (2,), generator=gen).tolist()
+    a, b = boxes[i], boxes[j]
+    w = (torch.minimum(a[2], b[2]) - torch.maximum(a[0], b[0])).clamp(min=0)
+    h = (torch.minimum(a[3], b[3]) - torch.maximum(a[1], b[1])).clamp(min=0)
+    area_a, area_b = (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+    iou = float((w * h) / (area_a + area_b - w * h))
+    thr = iou if 0 < iou < 1 else 0.5
+    return boxes.to(device), scores.to(device), idxs.to(device), thr
 
 
 @pytest.mark.spec("NMS-S2")
 @pytest.mark.strict_tier
 @given(data=boxes_and_scores(max_n=18), thr=thresholds, seed=st.integers(0, 2**16))
-def test_batched_nms_offset_trick_and_per_category_loop_agree(impl, device, data, thr, seed):
+def test_batched_nms_methods_agree_with_the_per_category_loop(impl, device, data, thr, seed):
     batched_nms = impl.get("batched_nms")
-    if not _has_split_threshold(batched_nms):
-        pytest.skip("batched_nms has no split_threshold option")
+    if not _has_method(batched_nms):
+        pytest.skip("batched_nms has no method option")
     boxes, scores = data
     idxs = tensor(np.random.default_rng(seed).integers(0, 4, size=len(boxes)), device, torch.int64)
     b, s = tensor(boxes, device), tensor(scores, device)
-    offset = _indices(batched_nms(b, s, idxs, thr, split_threshold=10**9))
-    loop = _indices(batched_nms(b, s, idxs, thr, split_threshold=0))
-    default = _indices(batched_nms(b, s, idxs, thr))
-    assert offset == loop
-    assert default == loop
+    loop = _indices(batched_nms(b, s, idxs, thr, method="loop"))
+    assert _indices(batched_nms(b, s, idxs, thr)) == loop
+    if device == "cpu":
+        assert _indices(batched_nms(b, s, idxs, thr, method="blocks")) == loop
 
 
 @pytest.mark.spec("NMS-S2")
 @pytest.mark.strict_tier
-def test_batched_nms_default_switch_follows_the_device(impl, device):
-    pick = impl.get("default_split_threshold")
-    assert pick(torch.device("cpu")) == 1000
-    assert pick(torch.device("cuda")) == 25000
-    # Around the CPU switch (N = 1000 offset trick, N = 1001 loop) the default agrees
-    # with both forced paths.
+@pytest.mark.parametrize("n, num_categories", [(60, 1), (400, 80), (700, 3), (2000, 9)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_nms_paths_agree_bit_for_bit_at_a_threshold_equal_to_some_iou(
+        impl, device, n, num_categories, dtype):
+    # Categories of a few boxes (decided together), and of several hundred (one
+    # kernel call each); thresholds equal to a pair's IoU test the strict ">".
     batched_nms = impl.get("batched_nms")
-    gen = torch.Generator().manual_seed(0)
-    for n in (pick(torch.device(device)), pick(torch.device(device)) + 1):
-        if n > 2000:
-            continue
-        xy = torch.rand(n, 2, generator=gen) * 200
-        wh = torch.rand(n, 2, generator=gen) * 40 + 1
-        b = torch.cat([xy, xy + wh], 1).to(device)
-        s = torch.rand(n, generator=gen).to(device)
-        idxs = (torch.arange(n) % 7).to(device)
-        default = _indices(batched_nms(b, s, idxs, 0.5))
-        assert default == _indices(batched_nms(b, s, idxs, 0.5, split_threshold=0))
-        assert default == _indices(batched_nms(b, s, idxs, 0.5, split_threshold=10**9))
+    if not _has_method(batched_nms):
+        pytest.skip("batched_nms has no method option")
+    gen = torch.Generator().manual_seed(n + num_categories)
+    for _ in range(3):
+        boxes, scores, idxs, thr = _near_threshold_case(gen, n, num_categories, device, dtype)
+        loop = batched_nms(boxes, scores, idxs, thr, method="loop")
+        assert torch.equal(batched_nms(boxes, scores, idxs, thr), loop)
+        if device == "cpu":
+            assert torch.equal(batched_nms(boxes, scores, idxs, thr, method="blocks"), loop)
+
+
+@pytest.mark.spec("NMS-S2")
+@pytest.mark.strict_tier
+def test_batched_nms_paths_agree_on_a_long_suppression_chain(impl, device):
+    # Box k+1 overlaps box k by IoU 9/11 > 0.7, box k+2 by 8/12 < 0.7: greedy keeps
+    # every other box, a decision chain as long as the category.
+    batched_nms = impl.get("batched_nms")
+    if not _has_method(batched_nms):
+        pytest.skip("batched_nms has no method option")
+    k = torch.arange(100, dtype=torch.float32)
+    boxes = torch.stack([k, 0 * k, k + 10, 0 * k + 10], 1).to(device)
+    scores = (1 - k / 100).to(device)
+    idxs = torch.zeros(100, dtype=torch.int64, device=device)
+    expected = list(range(0, 100, 2))
+    assert _indices(batched_nms(boxes, scores, idxs, 0.7, method="loop")) == expected
+    assert _indices(batched_nms(boxes, scores, idxs, 0.7)) == expected
 
 
 @pytest.mark.spec("NMS-S3")

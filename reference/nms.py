@@ -16,10 +16,13 @@ Three ways to run the same algorithm live here:
   precomputed IoU matrix. Read this one.
 * ``nms``: the fast path through ``torchvision.ops.nms``; tested against the loop.
 * ``batched_nms``: NMS that never lets boxes of different categories (classes,
-  or FPN levels for proposals) suppress each other. Small inputs use the
-  coordinate-offset trick (one NMS call over boxes shifted apart per category);
-  large ones loop over categories, as mmcv (10000 boxes) and torchvision
-  (1000 boxes on CPU) switch by size. Both give the same kept set.
+  or FPN levels for proposals) suppress each other: exactly ``nms`` run within
+  each category ([NMS-8]). The per-category loop is the definition; on the CPU
+  a faster path decides all small categories together with the kernel's own
+  arithmetic, and is tested against the loop. Neither uses the coordinate-offset
+  trick of mmcv and torchvision (one NMS over boxes shifted apart per category):
+  shifting float32 coordinates rounds them, which moves an IoU within one
+  rounding of the threshold across it.
 
 ``multiclass_nms`` (mmdet) and ``fast_rcnn_inference`` (detectron2) turn the
 second stage's per-class scores into detections: drop the background column,
@@ -29,8 +32,10 @@ non-finite rows and clips boxes to the image first.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
+import numpy
 import torch
 import torchvision
 
@@ -39,28 +44,11 @@ from reference import boxes as _boxes
 __all__ = [
     "Detections",
     "batched_nms",
-    "default_split_threshold",
     "fast_rcnn_inference",
     "multiclass_nms",
     "nms",
     "nms_reference",
 ]
-
-# ``batched_nms`` runs one NMS over all boxes (the coordinate-offset trick) up to
-# this many boxes and a per-category loop above it. On CPU one big NMS costs
-# O(N^2) while the loop costs about O(N^2 / categories), so the loop wins early;
-# on a GPU the single kernel launch wins until N is large. These are
-# torchvision's switches (above 4000 coordinates = 1000 boxes on CPU, 100000
-# coordinates = 25000 boxes elsewhere); mmcv uses one switch, ``split_thr`` =
-# 10000, on every device. The kept set does not depend on the switch.
-CPU_SPLIT_THRESHOLD = 1_000
-ACCELERATOR_SPLIT_THRESHOLD = 25_000
-
-
-def default_split_threshold(device: torch.device) -> int:
-    """Most boxes ``batched_nms`` sends through the offset trick on ``device``."""
-    return CPU_SPLIT_THRESHOLD if device.type == "cpu" else ACCELERATOR_SPLIT_THRESHOLD
-
 
 class Detections(NamedTuple):
     """Detections of one image, sorted by decreasing score.
@@ -96,7 +84,8 @@ def _check_boxes_scores(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold
         raise ValueError(f"scores: on {scores.device}, expected boxes' device {boxes.device}")
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)):
         raise TypeError(f"iou_threshold: expected a float, got {type(iou_threshold).__name__}")
-    if not bool(torch.isfinite(boxes).all()):
+    # amax/amin propagate NaN and Inf: two reductions instead of isfinite's five passes
+    if boxes.numel() and not (math.isfinite(boxes.amax()) and math.isfinite(boxes.amin())):
         raise ValueError("boxes: contain NaN or Inf; NMS needs finite boxes")
     if bool(torch.isnan(scores).any()):
         raise ValueError("scores: contain NaN; NMS needs comparable scores")
@@ -187,7 +176,7 @@ def batched_nms(
     idxs: torch.Tensor,
     iou_threshold: float,
     *,
-    split_threshold: int | None = None,
+    method: str = "auto",
 ) -> torch.Tensor:
     """NMS in which only boxes of the same category ``idxs`` suppress each other.
 
@@ -196,47 +185,44 @@ def batched_nms(
         scores: (N,) float.
         idxs: (N,) integer category of each box (class, or FPN level for RPN).
         iou_threshold: suppress when IoU > iou_threshold (strict).
-        split_threshold: with N <= split_threshold the coordinate-offset trick
-            runs one NMS; otherwise a loop runs one NMS per category. None
-            (default) picks by device like torchvision: 1000 on CPU, 25000
-            elsewhere (``default_split_threshold``). The kept set is the same
-            either way; only speed and memory differ.
+        method: "loop" runs ``nms`` once per category (the readable definition,
+            SPEC.md [NMS-8]); "blocks" resolves all small categories together
+            (``_batched_nms_blocks``, CPU float32/float64 only); "auto" (default)
+            takes "blocks" where it applies. Every method returns the same
+            indices, bit for bit: none shifts coordinates (the offset trick of
+            mmcv and torchvision rounds shifted float32 coordinates, [NMS-S2]).
 
     Returns:
         (K,) int64 kept indices by decreasing score (ties: lower index first).
     """
     _check_boxes_scores(boxes, scores, iou_threshold)
     _check_idxs(idxs, boxes)
-    if split_threshold is not None and (isinstance(split_threshold, bool)
-                                        or not isinstance(split_threshold, int)):
-        raise TypeError(f"split_threshold: expected an int or None, got "
-                        f"{type(split_threshold).__name__}")
-    return _batched_nms(boxes, scores, idxs, float(iou_threshold), split_threshold)
+    if method not in BATCHED_NMS_METHODS:
+        raise ValueError(f"method: expected one of {list(BATCHED_NMS_METHODS)}, got {method!r}")
+    if method == "blocks" and not _blocks_apply(boxes):
+        raise ValueError(f"method: 'blocks' needs float32 or float64 boxes on the CPU, got "
+                         f"{boxes.dtype} on {boxes.device}")
+    return _batched_nms(boxes, scores, idxs, float(iou_threshold), method)
 
 
-def _batched_nms(boxes, scores, idxs, iou_threshold, split_threshold=None):
+BATCHED_NMS_METHODS = ("auto", "loop", "blocks")
+
+
+def _batched_nms(boxes, scores, idxs, iou_threshold, method="auto"):
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    if split_threshold is None:
-        split_threshold = default_split_threshold(boxes.device)
-    if boxes.shape[0] <= split_threshold:
-        return _batched_nms_offset(boxes, scores, idxs, iou_threshold)
-    return _batched_nms_per_category(boxes, scores, idxs, iou_threshold)
-
-
-def _batched_nms_offset(boxes, scores, idxs, iou_threshold):
-    # Shift each category's boxes into its own disjoint range so that boxes of
-    # different categories cannot overlap. Upstream shifts by idx * (max + 1),
-    # which assumes coordinates >= 0; shifting by the full span works for any sign.
-    span = boxes.max() - boxes.min() + 1
-    offsets = (idxs - idxs.min()).to(boxes.dtype) * span  # (N,)
-    return _nms_fast(boxes + offsets[:, None], scores, iou_threshold)
+    if method == "loop" or (method == "auto" and not _blocks_apply(boxes)):
+        return _batched_nms_per_category(boxes, scores, idxs, iou_threshold)
+    return _batched_nms_blocks(boxes, scores, idxs, iou_threshold)
 
 
 def _batched_nms_per_category(boxes, scores, idxs, iou_threshold):
-    # Sort once by score (ties: lower index first); each category's members are
-    # then already in that order, so every per-category NMS gets strictly
-    # decreasing ranks (as in _nms_fast) and the kept positions come out sorted.
+    """The definition: one ``nms`` per category, kept boxes merged by score.
+
+    Sort once by score (ties: lower index first); each category's members are
+    then already in that order, so every per-category NMS gets strictly
+    decreasing ranks (as in _nms_fast) and the kept positions come out sorted.
+    """
     order = _score_order(scores)  # (N,)
     sorted_boxes, sorted_idxs = boxes[order], idxs[order]  # (N, 4), (N,)
     keep_mask = torch.zeros(boxes.shape[0], dtype=torch.bool, device=boxes.device)  # (N,)
@@ -246,6 +232,173 @@ def _batched_nms_per_category(boxes, scores, idxs, iou_threshold):
         keep = torchvision.ops.nms(sorted_boxes[members], ranks, iou_threshold)  # (k_c,)
         keep_mask[members[keep]] = True
     return order[torch.nonzero(keep_mask).squeeze(1)]  # (K,) by score
+
+
+# ``_batched_nms_blocks`` resolves categories of at most this many boxes together
+# (a padded (categories, B, B) IoU block costs about as much as one ``nms`` call's
+# overhead at B = 128); larger categories get one ``nms`` call each, whose
+# O(B^2) work then dwarfs the call. Each padded block holds at most
+# _BLOCK_ELEMENTS pairs: below torch's intra-op grain (32768), so that every
+# block op runs on one thread like the NMS kernel itself (no waits for a core).
+_SMALL_CATEGORY = 128
+_BLOCK_ELEMENTS = 1 << 15
+# Rounds of the parallel greedy resolution before handing the rest to the loop
+# (a chain of boxes each suppressing the next needs one round per link).
+_MAX_ROUNDS = 32
+
+
+def _blocks_apply(boxes: torch.Tensor) -> bool:
+    """The block path reproduces torchvision's CPU kernel arithmetic (float32/64 only)."""
+    return boxes.device.type == "cpu" and boxes.dtype in (torch.float32, torch.float64)
+
+
+def _batched_nms_blocks(boxes, scores, idxs, iou_threshold):
+    """Per-category NMS, all small categories at once; same result as the loop.
+
+    Just an optimisation of ``_batched_nms_per_category`` (tested against it):
+    per-category NMS costs one kernel call per category, which dominates when
+    there are many small categories (80 classes x a few boxes). Here:
+
+    1. order the boxes by category, by score within a category;
+    2. categories with more than _SMALL_CATEGORY boxes: one ``nms`` call each;
+    3. the others, padded into (categories, B) slots: the IoU of every pair in
+       the same category, with the CPU kernel's own float arithmetic, gives the
+       edges "i suppresses j if i is kept" (i before j, IoU > threshold);
+    4. greedy NMS on those edges, all categories in parallel: a box is kept once
+       every box with an edge into it is dropped, and dropped as soon as one of
+       them is kept. Each round decides at least the first open box of every
+       category, so this is exactly the sequential greedy loop's outcome.
+    """
+    device = boxes.device
+    # index_select rather than x[index] throughout: advanced indexing splits even
+    # a few thousand elements over all threads, and on a busy machine every such
+    # split waits for a core (tens of ms each on 2 shared cores).
+    order = _score_order(scores)  # (N,) input rows by score
+    by_category = torch.sort(idxs.index_select(0, order), stable=True).indices  # (N,) in `order`
+    members = order.index_select(0, by_category)  # (N,) rows, category-major, by score inside
+    _, category_of_slot, counts = torch.unique_consecutive(
+        idxs.index_select(0, members), return_inverse=True, return_counts=True)  # (N,), (C,)
+    starts = torch.cumsum(counts, 0) - counts  # (C,) first slot of each category
+    kept = torch.zeros(len(members), dtype=torch.bool, device=device)  # (N,) over `members`
+
+    # 2. large categories: one kernel call each
+    counts_list, starts_list = counts.tolist(), starts.tolist()
+    for start, count in zip(starts_list, counts_list):
+        if count > _SMALL_CATEGORY:
+            rows = members[start:start + count]  # (n_c,) by score
+            ranks = torch.arange(count, 0, -1, device=device).to(boxes.dtype)  # (n_c,)
+            keep = torchvision.ops.nms(boxes.index_select(0, rows), ranks, iou_threshold)
+            kept[start + keep] = True
+
+    # 3. small categories: suppression edges from padded IoU blocks
+    is_small = counts <= _SMALL_CATEGORY  # (C,)
+    small = torch.nonzero(is_small).squeeze(1)  # (C_s,)
+    if len(small):
+        sources, targets = [], []
+        for chunk, width in _padded_chunks(counts, small):
+            src, dst = _suppression_edges(boxes, members, starts[chunk], counts[chunk],
+                                          width, iou_threshold)
+            sources.append(src)
+            targets.append(dst)
+        open_slots = is_small.index_select(0, category_of_slot)  # (N,)
+        # 4. parallel greedy resolution over the edges
+        decided = _greedy_over_edges(torch.cat(sources), torch.cat(targets), open_slots)
+        if decided is None:  # a long suppression chain: the loop is as fast, and exact
+            return _batched_nms_per_category(boxes, scores, idxs, iou_threshold)
+        kept |= decided
+
+    # kept slots back to input rows, by score: a slot's position in `order` is its rank
+    kept_ranks = by_category.index_select(0, torch.nonzero(kept).squeeze(1))  # (K,)
+    return order.index_select(0, torch.sort(kept_ranks).values)  # (K,)
+
+
+def _padded_chunks(counts, small):
+    """(categories, width) chunks of the small categories for ``_suppression_edges``.
+
+    One chunk when all fit in _BLOCK_ELEMENTS padded pairs; otherwise categories
+    are grouped by size class (at most 2^k boxes) so that padding stays below 4x.
+    """
+    width = int(counts[small].max())
+    if len(small) * width * width <= _BLOCK_ELEMENTS:
+        yield small, width
+        return
+    size_class = torch.ceil(torch.log2(counts[small].double())).long()  # (C_s,)
+    for k in torch.unique(size_class).tolist():
+        group = small[size_class == k]  # (C_k,) categories of at most 2^k boxes
+        width = int(counts[group].max())
+        step = max(1, _BLOCK_ELEMENTS // (width * width))
+        for first in range(0, len(group), step):
+            yield group[first:first + step], width
+
+
+def _suppression_edges(boxes, members, starts, counts, width, iou_threshold):
+    """Edges (i, j), slot i before slot j in one category, with IoU(i, j) > threshold.
+
+    boxes: (N, 4); members: (N,) rows in slot order; starts, counts: (C,) slots of
+    each category, all counts <= width. The IoU is computed as torchvision's CPU
+    ``nms`` kernel computes it (areas first, union = (area_i + area_j) - inter,
+    compared as ``double(iou) > threshold``), so each edge is the kernel's own
+    decision. Returns source and target slots (E,), (E,).
+    """
+    device = boxes.device
+    position = torch.arange(width, device=device)  # (B,)
+    valid = position < counts[:, None]  # (C, B)
+    slot = starts[:, None] + torch.where(valid, position, 0)  # (C, B) padding: first box
+    # index_select: advanced indexing of (N, 4) wakes every thread even for small N
+    b = boxes.index_select(0, members[slot].flatten()).view(*slot.shape, 4)  # (C, B, 4)
+    x1, y1, x2, y2 = b.unbind(-1)  # (C, B) each
+    area = (x2 - x1) * (y2 - y1)  # (C, B)
+    w = (torch.minimum(x2[:, :, None], x2[:, None, :])
+         - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp_(min=0)  # (C, B, B)
+    h = (torch.minimum(y2[:, :, None], y2[:, None, :])
+         - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp_(min=0)  # (C, B, B)
+    inter = w.mul_(h)  # (C, B, B)
+    union = (area[:, :, None] + area[:, None, :]).sub_(inter)  # (C, B, B)
+    suppresses = inter.div_(union) > _threshold_in(boxes.dtype, iou_threshold)  # (C, B, B)
+    # only an earlier (higher-scored) box suppresses a later real one; padding
+    # slots come last, so as sources they reach only padding
+    suppresses &= (position[:, None] < position[None, :]) & valid[:, None, :]
+    c, i, j = torch.nonzero(suppresses, as_tuple=True)  # (E,) each
+    return slot[c, i], slot[c, j]
+
+
+def _threshold_in(dtype: torch.dtype, iou_threshold: float) -> float:
+    """t in ``dtype`` with ``iou > t`` (in dtype) exactly when ``double(iou) > iou_threshold``.
+
+    The kernel compares a float IoU with a double threshold; comparing float32
+    tensors with 0.3 would round 0.3 up to 0.30000001 and keep a box at that IoU.
+    The largest float32 not above the threshold gives the same decisions.
+    """
+    if dtype != torch.float32:
+        return iou_threshold
+    t = numpy.float32(iou_threshold)
+    if float(t) > iou_threshold:
+        t = numpy.nextafter(t, numpy.float32(-numpy.inf))
+    return float(t)
+
+
+def _greedy_over_edges(src, dst, open_):
+    """(N,) bool kept slots of greedy NMS given its suppression edges src -> dst.
+
+    open_: (N,) bool slots to decide (the others stay False). A slot is kept when
+    no open or kept slot has an edge into it, dropped when a kept one has.
+    Returns None if _MAX_ROUNDS rounds leave slots open.
+    """
+    open_ = open_.clone()
+    kept = torch.zeros_like(open_)
+    for _ in range(_MAX_ROUNDS):
+        hit_by_kept = torch.zeros_like(open_)
+        hit_by_kept[dst[kept[src]]] = True
+        hit_by_open = torch.zeros_like(open_)
+        hit_by_open[dst[open_[src]]] = True
+        keep_now = open_ & ~hit_by_kept & ~hit_by_open
+        kept |= keep_now
+        open_ &= ~(keep_now | hit_by_kept)
+        if not bool(open_.any()):
+            return kept
+        live = open_[dst] & (open_[src] | kept[src])  # dropped sources no longer matter
+        src, dst = src[live], dst[live]
+    return None
 
 
 # --------------------------------------------------------------------------- multi-class
