@@ -106,6 +106,41 @@ def test_mmdet_min_bbox_size_keeps_a_side_equal_to_it(impl, device):
     assert kept[3].tolist() == [0, 1, 2]  # min_bbox_size 0 keeps the zero-width box
 
 
+@pytest.mark.spec("PROP-10")
+@pytest.mark.flavour("mmdet")
+def test_mmdet_3x_size_filter_is_strict_and_drops_border_flat_proposals(impl, device):
+    # Row 2 lies beyond the width 48: clipped to [48, 0, 48, 10], zero width. mmdet 2.11
+    # keeps w >= min_bbox_size (rpn_head.py:225), mmdet 3.3 keeps w > min_bbox_size
+    # (rpn_head.py:278), so at the configs' min_bbox_size=0 only 2.x keeps it.
+    anchors = [[0, 0, 4, 10], [10, 0, 13.5, 10], [50, 0, 60, 10]]
+    kw = dict(nms_pre=10, iou_threshold=0.7, max_per_img=10)
+    two = _mmdet_one_level(impl, device, anchors, [0.9, 0.8, 0.7], min_bbox_size=0.0,
+                           version="2.x", **kw)
+    three = _mmdet_one_level(impl, device, anchors, [0.9, 0.8, 0.7], min_bbox_size=0.0,
+                             version="3.x", **kw)
+    assert two[3].tolist() == [0, 1, 2] and three[3].tolist() == [0, 1]
+    assert_close(two[0][2], np.array([48, 0, 48, 10], dtype=np.float64))
+    two = _mmdet_one_level(impl, device, anchors, [0.9, 0.8, 0.7], min_bbox_size=4.0,
+                           version="2.x", **kw)
+    three = _mmdet_one_level(impl, device, anchors, [0.9, 0.8, 0.7], min_bbox_size=3.5,
+                             version="3.x", **kw)
+    assert two[3].tolist() == [0] and three[3].tolist() == [0]
+
+
+@pytest.mark.spec("PROP-10")
+@pytest.mark.flavour("mmdet")
+@given(levels=rpn_levels(), nms_pre=st.sampled_from([0, 3, 1000]),
+       min_size=st.sampled_from([0.0, 2.0, 6.5]), max_per_img=st.sampled_from([4, 1000]))
+def test_mmdet_3x_rpn_proposals_follow_the_mmdet_steps(impl, device, levels, nms_pre, min_size,
+                                                        max_per_img):
+    scores, deltas, anchors, _ = levels
+    result = impl.get("mmdet_rpn_proposals")(
+        _t(scores, device), _t(deltas, device), _t(anchors, device), IMAGE, nms_pre=nms_pre,
+        iou_threshold=0.7071, min_bbox_size=min_size, max_per_img=max_per_img, version="3.x")
+    _check_proposals(result, oracle.mmdet_rpn_proposals(
+        scores, deltas, anchors, IMAGE, nms_pre, 0.7071, min_size, max_per_img, version="3.x"))
+
+
 @pytest.mark.spec("PROP-3")
 @pytest.mark.flavour("mmdet")
 def test_mmdet_levels_do_not_suppress_each_other_and_top_k_is_per_level(impl, device):

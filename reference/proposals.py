@@ -4,12 +4,13 @@ Both flavours follow the same outline for one image, with FPN levels kept apart
 (proposals of different levels never suppress each other in NMS):
 
     mmdet ``RPNHead._get_bboxes`` (2.x)        detectron2 ``find_top_rpn_proposals``
+    (3.x: ``_predict_by_feat_single``)
     1. per level, top ``nms_pre`` by score    1. per level, top ``pre_nms_topk`` by logit
     2. decode deltas, clipped to the image    2. (proposals arrive decoded)
                                               3. drop non-finite rows (raise in training)
                                               4. clip to the image
     3. keep w >= min_bbox_size and            5. keep w > min_size and h > min_size
-       h >= min_bbox_size                        (strict: zero-size boxes always go)
+       h >= min_bbox_size (3.x: w > and h >)     (strict: zero-size boxes always go)
     4. NMS by level (IoU > 0.7 suppresses)    6. NMS by level (IoU > 0.7 suppresses)
     5. first ``max_per_img``                  7. first ``post_nms_topk``
 
@@ -22,6 +23,7 @@ original order instead of sorting it, which the reference copies.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple, Sequence
 
 import torch
@@ -30,6 +32,8 @@ from reference import coders as _coders
 from reference.nms import _batched_nms, _check_image_size, _clip_xyxy
 
 __all__ = [
+    "MMDET_RPN_VERSIONS",
+    "MmdetRpnVersion",
     "Proposals",
     "find_top_rpn_proposals",
     "mmdet_rpn_proposals",
@@ -48,6 +52,33 @@ class Proposals(NamedTuple):
     scores: torch.Tensor
     level_ids: torch.Tensor
     anchor_indices: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class MmdetRpnVersion:
+    """What changed in mmdet's RPN proposal selection between 2.x and 3.x [PROP-2, PROP-10].
+
+    strict_size_filter: keep ``w > min_bbox_size and h > min_bbox_size`` (3.x)
+        instead of ``>=`` (2.x). At the configs' ``min_bbox_size=0`` 3.x drops the
+        proposals clipped flat against the image border; 2.x keeps them. (2.x
+        skips the filter when ``min_bbox_size <= 0`` and 3.x when it is < 0; on
+        finite, clipped boxes that changes nothing, since w, h >= 0 always pass.)
+    source: the upstream file and lines.
+    """
+
+    name: str
+    strict_size_filter: bool
+    source: str
+
+
+MMDET_RPN_VERSIONS = {
+    "2.x": MmdetRpnVersion(
+        "2.x", strict_size_filter=False,
+        source="mmdet 2.11 mmdet/models/dense_heads/rpn_head.py:221-226 (_get_bboxes)"),
+    "3.x": MmdetRpnVersion(
+        "3.x", strict_size_filter=True,
+        source="mmdet 3.3 mmdet/models/dense_heads/rpn_head.py:276-278 (_bbox_post_process)"),
+}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -114,8 +145,10 @@ def mmdet_rpn_proposals(
     max_per_img: int = 1000,
     target_means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
     target_stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+    version: str = "2.x",
 ) -> Proposals:
-    """mmdet 2.x RPN proposals for one image (``RPNHead._get_bboxes``).
+    """mmdet RPN proposals for one image (2.x ``RPNHead._get_bboxes``, 3.x
+    ``RPNHead._predict_by_feat_single`` + ``_bbox_post_process``).
 
     Args:
         scores: per level (A_l,) objectness scores after the activation
@@ -125,9 +158,12 @@ def mmdet_rpn_proposals(
         image_size: (height, width) of the input image, the decode's max_shape.
         nms_pre: per level, keep the top ``nms_pre`` scores (<= 0: all).
         iou_threshold: NMS by level suppresses IoU > iou_threshold.
-        min_bbox_size: drop proposals with width or height < min_bbox_size.
+        min_bbox_size: drop proposals with width or height < min_bbox_size
+            (version "3.x": <=).
         max_per_img: keep at most this many after NMS.
         target_means, target_stds: of the DeltaXYWHBBoxCoder (RPN: 0 and 1).
+        version: "2.x" (default; the Faster R-CNN notes follow mmdet 2.11) or
+            "3.x" (mmdet 3.3), a key of ``MMDET_RPN_VERSIONS``.
 
     Returns:
         ``Proposals``; scores are the input scores.
@@ -136,6 +172,9 @@ def mmdet_rpn_proposals(
     height, width = _check_image_size(image_size)
     _check_count("nms_pre", nms_pre)
     _check_count("max_per_img", max_per_img)
+    if version not in MMDET_RPN_VERSIONS:
+        raise ValueError(f"version: expected one of {sorted(MMDET_RPN_VERSIONS)}, got {version!r}")
+    rule = MMDET_RPN_VERSIONS[version]
     # 1. Top nms_pre per level.
     picked, level_ids = _top_k_per_level(scores, nms_pre, sort_small_levels=False)  # (n,)
     all_scores = torch.cat(list(scores))[picked]  # (n,)
@@ -144,9 +183,12 @@ def mmdet_rpn_proposals(
     # 2. Decode, clipped to the image.
     coder = _coders.DeltaXYWHBBoxCoder(target_means=target_means, target_stds=target_stds)
     boxes = coder.decode(all_anchors, all_deltas, max_shape=(height, width))  # (n, 4)
-    # 3. Drop small boxes (non-strict: a side equal to min_bbox_size stays).
+    # 3. Drop small boxes: 2.x keeps a side equal to min_bbox_size, 3.x drops it.
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    big = torch.nonzero((w >= min_bbox_size) & (h >= min_bbox_size)).squeeze(1)  # (n',)
+    if rule.strict_size_filter:
+        big = torch.nonzero((w > min_bbox_size) & (h > min_bbox_size)).squeeze(1)  # (n',)
+    else:
+        big = torch.nonzero((w >= min_bbox_size) & (h >= min_bbox_size)).squeeze(1)  # (n',)
     # 4. NMS within each level; 5. the best max_per_img.
     keep = big[_batched_nms(boxes[big], all_scores[big], level_ids[big],
                             float(iou_threshold))][:max_per_img]

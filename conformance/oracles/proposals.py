@@ -54,14 +54,20 @@ def _finish(boxes, scores, levels, rows, iou_threshold, limit):
 
 
 def mmdet_rpn_proposals(scores, deltas, anchors, image_size, nms_pre, iou_threshold,
-                        min_bbox_size, max_per_img, means=(0, 0, 0, 0), stds=(1, 1, 1, 1)):
+                        min_bbox_size, max_per_img, means=(0, 0, 0, 0), stds=(1, 1, 1, 1),
+                        version="2.x"):
+    """mmdet 2.11 rpn_head.py keeps w >= min_bbox_size and h >= min_bbox_size;
+    mmdet 3.3 keeps w > min_bbox_size and h > min_bbox_size (version "3.x")."""
+    def big_enough(side):
+        return side > min_bbox_size if version == "3.x" else side >= min_bbox_size
+
     boxes, kept_scores, levels, rows = [], [], [], []
     start = 0
     for level, (s, d, a) in enumerate(zip(scores, deltas, anchors)):
         s, d, a = (np.asarray(v, dtype=np.float64) for v in (s, d, a))
         for i in _top_k(s, nms_pre, sort_small=False):
             box = mmdet_delta_decode(a[i], d[i], means, stds, image_size)
-            if box[2] - box[0] >= min_bbox_size and box[3] - box[1] >= min_bbox_size:
+            if big_enough(box[2] - box[0]) and big_enough(box[3] - box[1]):
                 boxes.append(box)
                 kept_scores.append(float(s[i]))
                 levels.append(level)
