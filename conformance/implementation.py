@@ -35,6 +35,7 @@ KNOWN_FLAVOURS = ("mmdet", "detectron2", "torchvision")
 # Implementations that ship with the suite, reachable by a short name.
 BUILTIN_ADAPTERS = {
     "torchvision": "conformance.adapters.torchvision_adapter",
+    "detectron2": "conformance.adapters.detectron2_adapter",
 }
 
 
