@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +92,85 @@ def test_sampled_rows_keep_first_and_last():
 
 def test_the_shipped_store_is_sound_and_reproducible():
     assert store.check(log=lambda *_: None) == []
+
+
+# --------------------------------------------------------------------------- tampering
+def _two_cases():
+    first = _toy_cases()[0]
+    second = dataclasses.replace(first, name="toy_b", clause="HAR-4", inputs={"n": 12, "b": 1})
+    return [first, second]
+
+
+@pytest.fixture()
+def two_store(toy_store, monkeypatch):
+    monkeypatch.setattr(store, "all_cases", _two_cases)
+    store.regenerate(log=lambda *_: None)
+    return toy_store
+
+
+def _edit_manifest(root, edit, reseal=True):
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    if reseal:  # as someone who knows the format would
+        manifest["manifest_sha256"] = store.manifest_digest(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _check():
+    lines = []
+    problems = store.check(log=lines.append)
+    return problems, lines
+
+
+def test_a_corrupt_npz_is_reported_for_its_case_and_the_others_are_still_checked(two_store):
+    path = two_store / "data" / "toy.npz"
+    path.write_bytes(b"PK\x03\x04 not a zip at all")
+    _edit_manifest(two_store, lambda m: m["cases"]["toy"].update(sha256=store.sha256_of(path)))
+    problems, lines = _check()
+    assert len(problems) == 1 and problems[0].startswith("toy: ") and \
+        "cannot read as .npz (BadZipFile" in problems[0]
+    assert any(line.startswith("ok   toy_b") for line in lines)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda m: m["cases"].__setitem__("toy", "oops"), "not an object with a sha256"),
+    (lambda m: m["cases"]["toy"].pop("sha256"), "not an object with a sha256"),
+    (lambda m: m["cases"]["toy"].pop("outputs"), "manifest outputs None"),
+    (lambda m: m["cases"]["toy"].update(inputs={"n": 13}), "manifest inputs"),
+    (lambda m: m["cases"]["toy"].update(cross_checked="nothing"), "manifest cross_checked"),
+    (lambda m: m["cases"]["toy"].update(tolerance=None), "manifest tolerance"),
+    (lambda m: m["cases"]["toy"].update(flavour=["x"]), "manifest flavour"),
+])
+def test_manifest_edits_are_reported_per_case_never_a_crash(two_store, edit, needle):
+    _edit_manifest(two_store, edit)
+    problems, lines = _check()
+    assert problems and all(p.startswith("toy: ") for p in problems), problems
+    assert needle in problems[0]
+    assert any(line.startswith("ok   toy_b") for line in lines)
+
+
+def test_a_hand_edited_provenance_field_breaks_the_manifest_checksum(two_store):
+    _edit_manifest(two_store, lambda m: m["cases"]["toy"].update(torch_version="0.0.1"),
+                   reseal=False)
+    problems, _ = _check()
+    assert problems == [problems[0]] and problems[0].startswith("manifest: manifest checksum")
+    with pytest.raises(store.GoldenStoreError, match="edited by hand"):
+        store.load(_two_cases()[1])
+
+
+def test_a_stray_npz_without_a_case_or_entry_is_reported(two_store):
+    np.savez_compressed(two_store / "data" / "extra.npz", x=np.zeros(2))
+    problems, _ = _check()
+    assert len(problems) == 1 and problems[0].startswith("extra.npz: stray file")
+
+
+def test_the_cli_exits_non_zero_and_lists_each_problem(two_store, capsys):
+    from golden.__main__ import main
+
+    (two_store / "data" / "toy.npz").write_bytes(b"garbage")
+    np.savez_compressed(two_store / "data" / "extra.npz", x=np.zeros(2))
+    assert main(["check"]) == 1
+    out, err = capsys.readouterr()
+    assert "FAIL toy:" in out and "FAIL extra.npz:" in out and "ok   toy_b" in out
+    assert "2 problem(s)" in err
