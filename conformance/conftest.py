@@ -1,12 +1,6 @@
-"""Registers the conformance plugin for ``pytest conformance``."""
+"""Registers the conformance plugin for ``pytest conformance`` from a clone or an installed copy.
 
-from conformance.plugin import (  # noqa: F401  (pytest finds hooks and fixtures by name)
-    device,
-    impl,
-    pytest_addoption,
-    pytest_collection_modifyitems,
-    pytest_configure,
-    pytest_report_header,
-    pytest_runtest_makereport,
-    pytest_terminal_summary,
-)
+By name, so that an installed detspec, whose pytest11 entry point of the same name has
+registered the plugin already, does not get its hooks twice."""
+
+pytest_plugins = ["conformance.plugin"]

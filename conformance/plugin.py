@@ -99,9 +99,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "detection conformance suite")
     group.addoption(
         "--impl",
-        default=os.environ.get("CONFORMANCE_IMPL", "reference"),
+        default=None,
         help="implementation under test: an importable module/package name, a path to a "
-        ".py file, or 'torchvision' for the shipped adapter (default: reference)",
+        ".py file, or 'torchvision' for the shipped adapter (default: $CONFORMANCE_IMPL, "
+        "else what an embedded suite names, else reference). Given with no test paths "
+        "outside this project, it runs the installed suite",
     )
     group.addoption(
         "--deviations",
@@ -148,11 +150,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class ConformanceSession:
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, impl_spec: str) -> None:
         self.config = config
-        self.impl: Implementation = load_implementation(
-            config.getoption("--impl"), config.getoption("--deviations")
-        )
+        self.impl: Implementation = load_implementation(impl_spec, config.getoption("--deviations"))
         dev = config.getoption("conformance_device")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", dev):
             raise pytest.UsageError(f"--device={dev}: expected cpu or cuda[:N]")
@@ -168,10 +168,53 @@ _SESSION_KEY = pytest.StashKey[ConformanceSession]()
 
 
 def session_of(config: pytest.Config) -> ConformanceSession:
-    return config.stash[_SESSION_KEY]
+    s = config.stash.get(_SESSION_KEY, None)
+    if s is None:
+        raise pytest.UsageError(
+            "the conformance fixtures need a conformance run: pass --impl=NAME, run the "
+            "suite's folder, or embed it with conformance.embed.conformance_suite")
+    return s
 
 
-def pytest_configure(config: pytest.Config) -> None:
+# --------------------------------------------------------------------------- activation
+# Installed, the plugin is registered in every pytest run of the environment (the
+# pytest11 entry point). It stays dormant (no profile, no import of an
+# implementation, no header or table) unless the run asks for the suite: --impl
+# or $CONFORMANCE_IMPL, a test path inside this package, or a collected test
+# carrying @pytest.mark.spec (the suite embedded in another project's tests).
+PACKAGE_DIR = Path(__file__).resolve().parent
+EMBED_ATTR = "__conformance__"  # set by conformance.embed on the embedding module
+
+
+def _explicit_impl(config: pytest.Config) -> str | None:
+    return config.getoption("--impl", default=None) or os.environ.get("CONFORMANCE_IMPL") or None
+
+
+def _runs_the_package(config: pytest.Config) -> bool:
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        path = path if path.is_absolute() else Path(config.invocation_params.dir) / path
+        path = path.resolve()
+        if path == PACKAGE_DIR or PACKAGE_DIR in path.parents:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser, args: list[str]) -> None:
+    """``pytest --impl=NAME`` with no test paths, in a project other than this one,
+    runs the installed suite (reached here only when the entry point loaded us)."""
+    ns = early_config.known_args_namespace
+    if not getattr(ns, "impl", None) or getattr(ns, "file_or_dir", None):
+        return
+    testpaths = early_config.getini("testpaths") or []
+    if any(Path(p).name == PACKAGE_DIR.name for p in testpaths):
+        return  # this project's own checkout: its testpaths already hold the suite
+    args.append(str(PACKAGE_DIR))
+    ns.file_or_dir = [*(ns.file_or_dir or []), str(PACKAGE_DIR)]
+
+
+def _start(config: pytest.Config, impl_spec: str) -> ConformanceSession:
     profile = (
         config.getoption("conformance_profile")
         or os.environ.get("CONFORMANCE_PROFILE")
@@ -180,6 +223,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if profile not in ("ci", "dev", "thorough"):
         raise pytest.UsageError(f"hypothesis profile {profile!r}: expected ci, dev or thorough")
     settings.load_profile(profile)
+    s = ConformanceSession(config, impl_spec)
+    config.stash[_SESSION_KEY] = s
+    return s
+
+
+def pytest_configure(config: pytest.Config) -> None:
     # Registered here too, not only in pyproject.toml: an installed copy of the
     # suite runs without the project's configuration file.
     for line in (
@@ -190,11 +239,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "slow: a test that takes more than a few seconds",
     ):
         config.addinivalue_line("markers", line)
-    config.stash[_SESSION_KEY] = ConformanceSession(config)
+    explicit = _explicit_impl(config)
+    if explicit or _runs_the_package(config):
+        _start(config, explicit or "reference")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    s = session_of(config)
+    s = config.stash.get(_SESSION_KEY, None)
+    return [] if s is None else _header_lines(s)
+
+
+def _header_lines(s: ConformanceSession) -> list[str]:
     impl = s.impl
     return [
         f"conformance: implementation {impl.name} version {impl.version}",
@@ -220,8 +275,44 @@ def _tier_of(s: "ConformanceSession", item: pytest.Item) -> str:
     return clause_tier(s.clauses.get(_marker_arg(item, "spec") or "", ""))
 
 
+def _start_for_embedded(config: pytest.Config, items: list[pytest.Item]) -> ConformanceSession | None:
+    """A dormant plugin wakes up when the collection holds conformance tests."""
+    declared = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        decl = getattr(module, EMBED_ATTR, None) if module is not None else None
+        if decl:
+            declared.setdefault(decl["impl"], item.nodeid)
+    if len(declared) > 1:
+        listing = ", ".join(f"{name!r} ({nodeid})" for name, nodeid in declared.items())
+        raise pytest.UsageError(
+            f"embedded conformance suites name different implementations: {listing}; "
+            "one implementation per run (or pass --impl=NAME)")
+    if not declared and not any(_is_conformance(i) for i in items):
+        return None
+    s = _start(config, next(iter(declared), "reference"))
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        for line in _header_lines(s):
+            tr.write_line(line)
+    return s
+
+
+def _embedded_components(item: pytest.Item) -> tuple[str, ...] | None:
+    decl = getattr(getattr(item, "module", None), EMBED_ATTR, None)
+    return decl.get("components") if decl else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    s = session_of(config)
+    s = config.stash.get(_SESSION_KEY, None) or _start_for_embedded(config, items)
+    if s is None:
+        return
+    unwanted = [i for i in items if _embedded_components(i) is not None
+                and _marker_arg(i, "component") not in _embedded_components(i)]
+    if unwanted:
+        config.hook.pytest_deselected(items=unwanted)
+        dropped = set(unwanted)
+        items[:] = [i for i in items if i not in dropped]
     strict = config.getoption("--strict-tier")
     skip_devs = config.getoption("--skip-deviations")
     tier = config.getoption("conformance_tier")
@@ -248,7 +339,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("strict_tier") and not strict:
             item.add_marker(pytest.mark.skip(reason="strict tier: run with --strict-tier"))
             continue
-        rel = _relative_nodeid(item.nodeid)
+        rel = _relative_nodeid(item)
         for dev in s.impl.deviations:
             if dev.matches(item.nodeid, rel, clause):
                 s.matched_prefixes.add(dev.prefix)
@@ -283,10 +374,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _DEVIATION_KEY = pytest.StashKey[str]()
 
 
-def _relative_nodeid(nodeid: str) -> str:
-    """Node id from the conformance package on, whatever the rootdir."""
-    idx = nodeid.find("conformance/")
-    return nodeid[idx:] if idx >= 0 else nodeid
+def _relative_nodeid(item: pytest.Item) -> str:
+    """Node id from the conformance package on, whatever the rootdir; for a test
+    embedded in another suite, the id it has in the package itself."""
+    suite_file = getattr(getattr(item, "cls", None), "__conformance_module__", None)
+    if suite_file:
+        return f"conformance/{suite_file}::{item.name}"
+    idx = item.nodeid.find("conformance/")
+    return item.nodeid[idx:] if idx >= 0 else item.nodeid
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -385,7 +480,9 @@ def _name_clauses_in_short_summary(terminalreporter) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    s = session_of(config)
+    s = config.stash.get(_SESSION_KEY, None)
+    if s is None:  # dormant: not a conformance run
+        return
     _name_clauses_in_short_summary(terminalreporter)
     if not s.results:
         return

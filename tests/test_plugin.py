@@ -228,6 +228,34 @@ def test_an_installed_copy_runs_without_the_clone(tmp_path):
     assert f"SPEC.md {target / 'conformance' / 'SPEC.md'}" in out
     assert "1 passed" in out and "PytestUnknownMarkWarning" not in out
 
+    # The pytest11 entry point: `pytest --impl=NAME` in a porter's own repository
+    # (no conftest, no clone) runs the installed suite on their module...
+    porter = tmp_path / "porter"
+    porter.mkdir()
+    (porter / "myport.py").write_text("def box_area(b):\n    return (b[..., 2] - b[..., 0]) * "
+                                      "(b[..., 3] - b[..., 1])\n")
+    (porter / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    env_porter = {**env, "PYTHONPATH": f"{target}{os.pathsep}{porter}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--impl=myport", "-k", "box_area_is_not_clamped"],
+        capture_output=True, text=True, timeout=300, cwd=porter, env=env_porter,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "conformance: implementation myport" in out and "1 passed" in out, out
+    # ...and inside this repository, where conformance/conftest.py also names the
+    # plugin, it is registered once (twice would fail on the --impl option).
+    env_repo = {**env, "PYTHONPATH": f"{REPO}{os.pathsep}{target}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance/test_boxes.py", "--impl=reference",
+         "-k", "box_area_is_not_clamped", "--trace-config", "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=300, cwd=REPO, env=env_repo,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "1 passed" in out and out.count("conformance: implementation reference") == 1, out
+    assert "conformance.plugin" in out  # --trace-config lists it: the entry point loaded it
+
 
 # --------------------------------------------------------------------------- tiers
 TIER_TESTS = TESTS + '''

@@ -162,3 +162,83 @@ def test_python_m_conformance_leaves_the_callers_directory_alone(tmp_path):
     assert "1 passed" in proc.stdout
     assert sorted(p.name for p in cwd.iterdir()) == []  # no .hypothesis, no .benchmarks
     assert (tmp_path / "cache" / "hypothesis").is_dir()
+
+
+# --------------------------------------------------------------------------- item 2: embedding
+MYPORT = '''
+import torch
+
+CONFORMANCE = {"name": "myport", "version": "1.0", "deviations": "myport.deviations"}
+
+def box_area(boxes):
+    if not isinstance(boxes, torch.Tensor) or not boxes.is_floating_point():
+        raise TypeError(f"boxes: expected a floating tensor, got {boxes.dtype}")
+    if boxes.dim() == 0 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes: expected a last dim of 4, got shape {tuple(boxes.shape)}")
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+'''
+
+
+def _porter_repo(tmp_path: Path, conftest: bool) -> Path:
+    repo = tmp_path / "myrepo"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "myport.py").write_text(MYPORT)
+    (repo / "myport.deviations").write_text(
+        "conformance/test_boxes.py::test_box_area_is_not_clamped  # pinned by prefix\n")
+    (repo / "pytest.ini").write_text("[pytest]\ntestpaths = tests\naddopts = -p no:cacheprovider\n")
+    if conftest:  # what a porter adds when detspec's entry point is not installed
+        (repo / "conftest.py").write_text('pytest_plugins = ["conformance.plugin"]\n')
+    (repo / "tests" / "test_own.py").write_text("def test_porters_own_test():\n    assert True\n")
+    (repo / "tests" / "test_detspec.py").write_text(
+        "from conformance.embed import conformance_suite\n\n"
+        "conformance_suite(globals(), 'myport', components=['iou'])\n")
+    return repo
+
+
+def test_the_suite_embeds_in_a_porters_own_tests(tmp_path):
+    repo = _porter_repo(tmp_path, conftest=True)
+    report = tmp_path / "r.json"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{repo}", "CONFORMANCE_PROFILE": "ci"}
+    env.pop("CONFORMANCE_IMPL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-rA", "-k", "box_area or porters_own",
+         f"--conformance-report={report}"],
+        capture_output=True, text=True, timeout=600, cwd=repo, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert out.count("conformance: implementation myport version 1.0") == 1, out
+    assert "conformance of myport 1.0" in out
+    data = json.loads(report.read_text())
+    status = {t["nodeid"].split("::", 1)[1]: t["status"] for t in data["tests"]}
+    assert status["TestBoxes::test_box_area_is_not_clamped_for_inverted_boxes"] == "unexpected_pass"
+    assert status["TestBoxes::test_box_area_matches_the_oracle"] == "passed"
+    assert {t["component"] for t in data["tests"]} == {"iou"}  # components=['iou']
+    assert "PASSED tests/test_own.py::test_porters_own_test" in out  # their own tests run too
+
+
+def test_the_dormant_plugin_leaves_other_runs_alone(tmp_path):
+    repo = _porter_repo(tmp_path, conftest=True)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{repo}"}
+    env.pop("CONFORMANCE_IMPL", None)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/test_own.py", "-q"],
+                          capture_output=True, text=True, timeout=300, cwd=repo, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "1 passed" in out and "conformance" not in out, out
+
+
+def test_embedding_rejects_bad_arguments():
+    from conformance.embed import conformance_suite
+
+    with pytest.raises(TypeError, match="namespace"):
+        conformance_suite([], "myport")
+    with pytest.raises(TypeError, match="components"):
+        conformance_suite({}, "myport", components="iou")
+
+
+def test_readme_documents_the_entry_point_and_embedding():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "pytest11" in text and "pytest --impl=mypkg" in text
+    assert "conformance_suite(globals()" in text
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert '[project.entry-points.pytest11]\n"conformance.plugin" = "conformance.plugin"' in pyproject
