@@ -697,8 +697,10 @@ def anchor_inside_flags(flat_anchors, valid_flags, img_shape, allowed_border=0) 
         return valid_flags.clone()
     b = allowed_border
     x1, y1, x2, y2 = flat_anchors.unbind(dim=1)  # (N,) each
-    # Comparisons with NaN are False, so a non-finite anchor is never inside.
+    # A non-finite anchor is never inside: comparisons with NaN are False, and the
+    # finiteness test catches x1 = +inf (or y1 = +inf), which passes x1 >= -b.
     inside = (x1 >= -b) & (y1 >= -b) & (x2 < img_w + b) & (y2 < img_h + b)  # (N,)
+    inside &= torch.isfinite(flat_anchors).all(dim=1)
     return valid_flags & inside
 
 

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from reference import boxes as _boxes
+from reference import validate as check
 
 __all__ = [
     "AssignResult",
@@ -381,7 +382,8 @@ class Matcher:
 
     def __init__(self, thresholds: Sequence[float], labels: Sequence[int],
                  allow_low_quality_matches: bool = False) -> None:
-        thresholds = [_check_threshold(f"thresholds[{i}]", t) for i, t in enumerate(thresholds)]
+        thresholds = [_check_threshold(f"thresholds[{i}]", t)
+                      for i, t in enumerate(check.sequence("thresholds", thresholds))]
         if not thresholds or thresholds[0] <= 0:
             raise ValueError(
                 f"thresholds: expected a non-empty list starting above 0, got {thresholds}")
@@ -488,7 +490,7 @@ class DynamicSoftLabelAssigner:
 
     def __post_init__(self) -> None:
         _check_threshold("soft_center_radius", self.soft_center_radius)
-        _check_threshold("iou_weight", self.iou_weight)
+        check.number("iou_weight", self.iou_weight, low=0)
         if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
             raise ValueError(f"topk: expected a positive int, got {self.topk!r}")
 
@@ -505,6 +507,10 @@ class DynamicSoftLabelAssigner:
         gt_bboxes: (G, 4) float xyxy. gt_labels: (G,) int64 in [0, C).
         """
         self._validate(pred_scores, decoded_bboxes, priors, gt_bboxes, gt_labels)
+        out_dtype = decoded_bboxes.dtype
+        # float16/bfloat16 run in float32: the float32 answer, rounded (SPEC.md VAL-2).
+        pred_scores, decoded_bboxes, priors, gt_bboxes = (
+            t.to(check.compute_dtype(t)) for t in (pred_scores, decoded_bboxes, priors, gt_bboxes))
         num_gts, num_priors = gt_bboxes.shape[0], priors.shape[0]
         device = priors.device
         gt_inds = torch.zeros(num_priors, dtype=torch.int64, device=device)  # (N,)
@@ -512,7 +518,7 @@ class DynamicSoftLabelAssigner:
 
         is_candidate = self._centre_inside_any_gt(priors, gt_bboxes)  # (N,)
         if num_gts == 0 or num_priors == 0 or not is_candidate.any():
-            max_overlaps = decoded_bboxes.new_zeros((num_priors,))
+            max_overlaps = decoded_bboxes.new_zeros((num_priors,), dtype=out_dtype)
             return AssignResult(num_gts, gt_inds, max_overlaps, labels)
 
         cand = is_candidate.nonzero().squeeze(1)  # (V,) candidate prior indices
@@ -526,7 +532,7 @@ class DynamicSoftLabelAssigner:
         gt_inds[winners] = matched_gt[won] + 1
         labels[winners] = gt_labels.to(torch.int64)[matched_gt[won]]
         max_overlaps[winners] = matched_iou[won]
-        return AssignResult(num_gts, gt_inds, max_overlaps, labels)
+        return AssignResult(num_gts, gt_inds, max_overlaps.to(out_dtype), labels)
 
     def cost_matrix(self, pred_scores: torch.Tensor, decoded_bboxes: torch.Tensor,
                     priors: torch.Tensor, gt_bboxes: torch.Tensor,
@@ -536,8 +542,11 @@ class DynamicSoftLabelAssigner:
         Same arguments as ``assign``; computed for all given priors, inside a gt or not.
         """
         self._validate(pred_scores, decoded_bboxes, priors, gt_bboxes, gt_labels)
+        out_dtype = decoded_bboxes.dtype
+        pred_scores, decoded_bboxes, priors, gt_bboxes = (
+            t.to(check.compute_dtype(t)) for t in (pred_scores, decoded_bboxes, priors, gt_bboxes))
         cost, _ = self._cost_and_ious(pred_scores, decoded_bboxes, priors, gt_bboxes, gt_labels)
-        return cost
+        return cost.to(out_dtype)
 
     def dynamic_k_matching(self, cost: torch.Tensor, pairwise_ious: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -608,6 +617,7 @@ class DynamicSoftLabelAssigner:
         for name, t in (("decoded_bboxes", decoded_bboxes), ("priors", priors),
                         ("gt_bboxes", gt_bboxes)):
             _check_finite(name, t)
+        check.no_nan("pred_scores", pred_scores)  # a NaN logit would make every cost NaN
         if priors.numel() and (priors[:, 2] <= 0).any():
             raise ValueError("priors: expected positive strides in column 2")
         _check_same_device(pred_scores=pred_scores, decoded_bboxes=decoded_bboxes,

@@ -343,7 +343,7 @@ class DeltaXYWHBBoxCoder(_DeltaCoder):
         ctr_clamp: float = 32,
     ) -> None:
         self.means = _four_floats("target_means", target_means)
-        self.stds = _four_floats("target_stds", target_stds, nonzero=True)
+        self.stds = _four_floats("target_stds", target_stds, positive=True)
         self.clip_border = bool(clip_border)
         self.add_ctr_clamp = bool(add_ctr_clamp)
         self.ctr_clamp = _positive_float("ctr_clamp", ctr_clamp, allow_zero=True)
@@ -534,9 +534,11 @@ class DistancePointBBoxCoder:
     def encode(self, points: Tensor, gt_bboxes: Tensor, max_dis: float | None = None,
                eps: float = 0.1) -> Tensor:
         """(N, 2) points, (N, 4) gt_bboxes -> (N, 4) (l, t, r, b); see bbox2distance."""
+        _check_points_and_boxes(points, "points", gt_bboxes, "gt_bboxes")  # this call's names
         return bbox2distance(points, gt_bboxes, max_dis, eps)
 
     def decode(self, points: Tensor, pred_bboxes: Tensor,
                max_shape: MaxShape | None = None) -> Tensor:
         """(N, 2) points, (N, 4) (l, t, r, b) -> (N, 4) xyxy; see distance2bbox."""
+        _check_points_and_boxes(points, "points", pred_bboxes, "pred_bboxes")  # this call's names
         return distance2bbox(points, pred_bboxes, max_shape if self.clip_border else None)

@@ -40,6 +40,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from reference import validate as check
+
 __all__ = [
     "LOSS_REDUCTIONS",
     "AVG_FACTOR_EPS",
@@ -89,24 +91,8 @@ GIOU_LOSS_EPS = {
 
 
 # --------------------------------------------------------------------------- validation
-def _check_tensor(x, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-
-
-def _check_float(x: torch.Tensor, name: str) -> None:
-    _check_tensor(x, name)
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
-
-
-def _check_same_device(pred: torch.Tensor, other: torch.Tensor, name: str) -> None:
-    if other.device != pred.device:
-        raise ValueError(
-            f"{name}: on device {other.device}, expected the device of pred ({pred.device})"
-        )
-
-
+# The generic checks live in reference/validate.py (one message form); these
+# two read the loss-specific rules: reductions, and labels with background C.
 def _check_reduction(reduction, avg_factor) -> None:
     if reduction not in LOSS_REDUCTIONS:
         raise ValueError(f"reduction: got {reduction!r}, expected one of {LOSS_REDUCTIONS}")
@@ -124,8 +110,8 @@ def _check_reduction(reduction, avg_factor) -> None:
 def _check_labels(labels, num_classes: int, num_rows: int, pred: torch.Tensor,
                   name: str = "target") -> None:
     """Integer labels (N,) in [0, num_classes]; num_classes is background."""
-    _check_tensor(labels, name)
-    _check_same_device(pred, labels, name)
+    check.tensor(name, labels)
+    check.same_device(pred=pred, **{name: labels})
     if labels.shape != (num_rows,):
         raise ValueError(f"{name}: integer labels of shape {tuple(labels.shape)}, "
                          f"expected ({num_rows},) to match pred's rows")
@@ -140,22 +126,13 @@ def _check_weight(weight, loss_shape: torch.Size, pred: torch.Tensor,
                   allowed: Sequence[tuple[int, ...]]) -> None:
     if weight is None:
         return
-    _check_float(weight, "weight")
-    _check_same_device(pred, weight, "weight")
+    check.tensor("weight", weight, dtype="floating")
+    check.same_device(pred=pred, **{"weight": weight})
     if tuple(weight.shape) not in [tuple(s) for s in allowed]:
         raise ValueError(
             f"weight: shape {tuple(weight.shape)}, expected one of "
             f"{[tuple(s) for s in allowed]} for a loss of shape {tuple(loss_shape)}"
         )
-
-
-def _check_boxes(boxes, name: str, pred: torch.Tensor) -> None:
-    _check_float(boxes, name)
-    _check_same_device(pred, boxes, name)
-    if boxes.dim() != 2 or boxes.shape[-1] != 4:
-        raise ValueError(f"{name}: shape {tuple(boxes.shape)}, expected (n, 4) xyxy boxes")
-    if not torch.isfinite(boxes).all():
-        raise ValueError(f"{name}: contains non-finite coordinates (NaN or inf)")
 
 
 # --------------------------------------------------------------------------- reduction
@@ -192,11 +169,11 @@ def weight_reduce_loss(loss: torch.Tensor, weight: torch.Tensor | None = None,
         the reduced loss: a 0-dim tensor, or the weighted loss for ``"none"``.
         An empty loss reduces to a differentiable zero.
     """
-    _check_float(loss, "loss")
+    check.tensor("loss", loss, dtype="floating")
     _check_reduction(reduction, avg_factor)
     if weight is not None:
-        _check_float(weight, "weight")
-        _check_same_device(loss, weight, "weight")
+        check.tensor("weight", weight, dtype="floating")
+        check.same_device(loss=loss, weight=weight)
         try:
             shape = torch.broadcast_shapes(loss.shape, weight.shape)
         except RuntimeError:
@@ -216,9 +193,9 @@ def _labels_to_one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtyp
 
 def _class_target(pred: torch.Tensor, target, name: str = "target") -> torch.Tensor:
     """Integer labels or a float target of pred's shape -> float target of pred's shape."""
-    _check_tensor(target, name)
+    check.tensor(name, target)
     if target.is_floating_point():
-        _check_same_device(pred, target, name)
+        check.same_device(pred=pred, **{name: target})
         if target.shape != pred.shape:
             raise ValueError(f"{name}: float target of shape {tuple(target.shape)}, expected "
                              f"pred's shape {tuple(pred.shape)}")
@@ -267,12 +244,12 @@ def sigmoid_focal_loss(pred: torch.Tensor, target: torch.Tensor,
     Returns:
         0-dim loss, or the (N, C) weighted element-wise loss for ``"none"``.
     """
-    _check_float(pred, "pred")
+    check.tensor("pred", pred, dtype="floating")
     _check_reduction(reduction, avg_factor)
     t = _class_target(pred, target)  # (N, C)
     weight = _row_or_element_weight(weight, pred)
-    if gamma < 0:
-        raise ValueError(f"gamma: got {gamma}, expected >= 0")
+    gamma = check.number("gamma", gamma, low=0)
+    alpha = check.number("alpha", alpha)
 
     p = pred.sigmoid()  # (N, C)
     ce = F.binary_cross_entropy_with_logits(pred, t, reduction="none")  # (N, C)
@@ -308,25 +285,24 @@ def quality_focal_loss(pred: torch.Tensor, target, weight: torch.Tensor | None =
     Returns:
         0-dim loss, or the (N,) weighted per-row loss for ``"none"``.
     """
-    _check_float(pred, "pred")
+    check.tensor("pred", pred, ndim=2, dtype="floating")
     _check_reduction(reduction, avg_factor)
-    if pred.dim() != 2:
-        raise ValueError(f"pred: shape {tuple(pred.shape)}, expected (N, C) logits")
+    beta = check.number("beta", beta, low=0)
     num_rows, num_classes = pred.shape
     if isinstance(target, (tuple, list)):
         if len(target) != 2:
             raise ValueError(f"target: a tuple of {len(target)} items, expected (labels, scores)")
         labels, scores = target
         _check_labels(labels, num_classes, num_rows, pred, "target labels")
-        _check_float(scores, "target scores")
-        _check_same_device(pred, scores, "target scores")
+        check.tensor("target scores", scores, dtype="floating")
+        check.same_device(pred=pred, **{"target scores": scores})
         if scores.shape != (num_rows,):
             raise ValueError(f"target scores: shape {tuple(scores.shape)}, expected ({num_rows},)")
         one_hot = _labels_to_one_hot(labels, num_classes, pred.dtype)  # (N, C)
         soft = one_hot * scores.to(pred.dtype)[:, None]  # (N, C)
     else:
-        _check_float(target, "target")
-        _check_same_device(pred, target, "target")
+        check.tensor("target", target, dtype="floating")
+        check.same_device(pred=pred, **{"target": target})
         if target.shape != pred.shape:
             raise ValueError(f"target: soft target of shape {tuple(target.shape)}, expected "
                              f"pred's shape {tuple(pred.shape)}")
@@ -381,10 +357,10 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
     Returns:
         0-dim loss, or the (n,) weighted loss for ``"none"``.
     """
-    _check_float(pred, "pred")
     _check_reduction(reduction, avg_factor)
-    _check_boxes(pred, "pred", pred)
-    _check_boxes(target, "target", pred)
+    check.boxes("pred", pred)  # finite, within the coordinate range (SPEC.md IOU-18)
+    check.boxes("target", target)
+    check.same_device(pred=pred, target=target)
     if target.shape != pred.shape:
         raise ValueError(f"target: shape {tuple(target.shape)}, expected pred's shape "
                          f"{tuple(pred.shape)}")
@@ -405,9 +381,9 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
 
 
 def _check_regression_inputs(pred, target, weight) -> None:
-    _check_float(pred, "pred")
-    _check_float(target, "target")
-    _check_same_device(pred, target, "target")
+    check.tensor("pred", pred, dtype="floating")
+    check.tensor("target", target, dtype="floating")
+    check.same_device(pred=pred, **{"target": target})
     if target.shape != pred.shape:
         raise ValueError(f"target: shape {tuple(target.shape)}, expected pred's shape "
                          f"{tuple(pred.shape)}")
@@ -447,8 +423,7 @@ def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor,
     """
     _check_reduction(reduction, avg_factor)
     _check_regression_inputs(pred, target, weight)
-    if not (beta >= 0 and math.isfinite(beta)):
-        raise ValueError(f"beta: got {beta}, expected a finite number >= 0")
+    beta = check.number("beta", beta, low=0)
     d = (pred - target).abs()
     if beta == 0:
         loss = d  # the quadratic branch would divide by zero (NaN gradients)
@@ -475,12 +450,12 @@ def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor,
     Returns:
         0-dim loss, or the (N,) weighted loss for ``"none"``.
     """
-    _check_float(pred, "pred")
+    check.tensor("pred", pred, dtype="floating")
     _check_reduction(reduction, avg_factor)
     if pred.dim() != 2:
         raise ValueError(f"pred: shape {tuple(pred.shape)}, expected (N, K) logits")
-    _check_tensor(target, "target")
-    _check_same_device(pred, target, "target")
+    check.tensor("target", target)
+    check.same_device(pred=pred, **{"target": target})
     num_rows, k = pred.shape
     if target.is_floating_point() or target.dtype == torch.bool or target.shape != (num_rows,):
         raise ValueError(f"target: {target.dtype} of shape {tuple(target.shape)}, expected "
@@ -509,7 +484,7 @@ def binary_cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor,
         weight: None, (N,) per-row weights (with (N, C) pred) or pred's shape.
         reduction, avg_factor, loss_weight: see ``weight_reduce_loss``.
     """
-    _check_float(pred, "pred")
+    check.tensor("pred", pred, dtype="floating")
     _check_reduction(reduction, avg_factor)
     t = _class_target(pred, target)
     weight = _row_or_element_weight(weight, pred)
@@ -522,10 +497,8 @@ def _counts(values, name: str) -> list[int]:
     if isinstance(values, torch.Tensor):
         values = values.reshape(-1).tolist()
     counts = list(values)
-    for c in counts:
-        if isinstance(c, bool) or not float(c).is_integer() or c < 0:
-            raise ValueError(f"{name}: got {c!r}, expected non-negative integer counts")
-    return [int(c) for c in counts]
+    return [check.integer(name, c, low=0) if not isinstance(c, float) or not c.is_integer()
+            else int(c) for c in counts]
 
 
 def retinanet_num_total_pos(num_pos_per_image, num_neg_per_image=None) -> int:
@@ -560,7 +533,7 @@ def rtmdet_avg_factor(assign_metrics) -> float:
         assign_metrics = [assign_metrics]
     total = 0.0
     for i, m in enumerate(assign_metrics):
-        _check_float(m, f"assign_metrics[{i}]")
+        check.tensor(f"assign_metrics[{i}]", m, dtype="floating")
         total += float(m.detach().sum())
     if not math.isfinite(total):
         raise ValueError(f"assign_metrics: sum is {total}, expected a finite number")
@@ -575,9 +548,8 @@ def detectron2_rpn_normalizer(batch_size_per_image: int, num_images: int) -> flo
     The RPN's summed objectness and box losses are multiplied by it, whatever the
     number of anchors actually sampled (256 per image by default).
     """
-    for name, v in (("batch_size_per_image", batch_size_per_image), ("num_images", num_images)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name}: got {v!r}, expected a positive int")
+    check.integer("batch_size_per_image", batch_size_per_image, low=1)
+    check.integer("num_images", num_images, low=1)
     return 1.0 / (batch_size_per_image * num_images)
 
 
@@ -589,10 +561,8 @@ class EmaLossNormalizer:
     """
 
     def __init__(self, momentum: float = 0.9, initial: float = 100.0) -> None:
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"momentum: got {momentum}, expected a number in [0, 1]")
-        self.momentum = float(momentum)
-        self.value = float(initial)
+        self.momentum = check.number("momentum", momentum, low=0, high=1)
+        self.value = check.number("initial", initial, low=0, low_open=True)
 
     def update(self, num_pos: int) -> float:
         """Fold in this batch's total positive count; returns the new normaliser."""
@@ -611,7 +581,7 @@ def torchvision_per_image_mean(loss_per_image, num_foreground_per_image) -> torc
     """
     if not isinstance(loss_per_image, torch.Tensor):
         loss_per_image = torch.stack(list(loss_per_image))
-    _check_float(loss_per_image, "loss_per_image")
+    check.tensor("loss_per_image", loss_per_image, dtype="floating")
     counts = _counts(num_foreground_per_image, "num_foreground_per_image")
     if loss_per_image.dim() != 1 or loss_per_image.numel() != len(counts):
         raise ValueError(f"loss_per_image: shape {tuple(loss_per_image.shape)}, expected "

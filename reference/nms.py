@@ -32,7 +32,6 @@ non-finite rows and clips boxes to the image first.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy
@@ -40,6 +39,7 @@ import torch
 import torchvision
 
 from reference import boxes as _boxes
+from reference import validate as check
 
 __all__ = [
     "Detections",
@@ -65,41 +65,19 @@ class Detections(NamedTuple):
 
 
 # --------------------------------------------------------------------------- validation
-def _check_boxes_scores(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold) -> None:
-    if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"boxes: expected a torch.Tensor, got {type(boxes).__name__}")
-    if not isinstance(scores, torch.Tensor):
-        raise TypeError(f"scores: expected a torch.Tensor, got {type(scores).__name__}")
-    if boxes.dim() != 2 or boxes.shape[-1] != 4:
-        raise ValueError(f"boxes: expected shape (N, 4), got {tuple(boxes.shape)}")
-    if not boxes.is_floating_point():
-        raise ValueError(f"boxes: expected a floating dtype, got {boxes.dtype}")
-    if scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
-        raise ValueError(
-            f"scores: expected shape ({boxes.shape[0]},) to match boxes, got {tuple(scores.shape)}"
-        )
-    if not scores.is_floating_point():
-        raise ValueError(f"scores: expected a floating dtype, got {scores.dtype}")
-    if scores.device != boxes.device:
-        raise ValueError(f"scores: on {scores.device}, expected boxes' device {boxes.device}")
-    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float)):
-        raise TypeError(f"iou_threshold: expected a float, got {type(iou_threshold).__name__}")
-    # amax/amin propagate NaN and Inf: two reductions instead of isfinite's five passes
-    if boxes.numel() and not (math.isfinite(boxes.amax()) and math.isfinite(boxes.amin())):
-        raise ValueError("boxes: contain NaN or Inf; NMS needs finite boxes")
-    if bool(torch.isnan(scores).any()):
-        raise ValueError("scores: contain NaN; NMS needs comparable scores")
+def _check_boxes_scores(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold) -> float:
+    check.boxes("boxes", boxes)
+    check.tensor("scores", scores, ndim=1, dtype="floating")
+    check.rows("scores", scores, boxes.shape[0], "boxes")
+    check.same_device(boxes=boxes, scores=scores)
+    check.no_nan("scores", scores)
+    return check.number("iou_threshold", iou_threshold)
 
 
 def _check_idxs(idxs: torch.Tensor, boxes: torch.Tensor) -> None:
-    if not isinstance(idxs, torch.Tensor):
-        raise TypeError(f"idxs: expected a torch.Tensor, got {type(idxs).__name__}")
-    if idxs.shape != (boxes.shape[0],):
-        raise ValueError(f"idxs: expected shape ({boxes.shape[0]},), got {tuple(idxs.shape)}")
-    if idxs.is_floating_point() or idxs.dtype == torch.bool or idxs.is_complex():
-        raise ValueError(f"idxs: expected an integer dtype, got {idxs.dtype}")
-    if idxs.device != boxes.device:
-        raise ValueError(f"idxs: on {idxs.device}, expected boxes' device {boxes.device}")
+    check.tensor("idxs", idxs, ndim=1, dtype="integer")
+    check.rows("idxs", idxs, boxes.shape[0], "boxes")
+    check.same_device(boxes=boxes, idxs=idxs)
 
 
 # --------------------------------------------------------------------------- order
@@ -122,16 +100,16 @@ def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: floa
         (K,) int64 indices into ``boxes`` of the kept boxes, by decreasing score
         (ties: lower index first).
 
-    Memory is O(N^2) for the IoU matrix; use ``nms`` for large N.
+    Memory is O(N): one row of IoUs per kept box, never the (N, N) matrix
+    (SPEC.md NMS-12); use ``nms`` for speed.
     """
-    _check_boxes_scores(boxes, scores, iou_threshold)
-    return _nms_loop(boxes, scores, float(iou_threshold))
+    threshold = _check_boxes_scores(boxes, scores, iou_threshold)
+    return _nms_loop(boxes, scores, threshold)
 
 
 def _nms_loop(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     order = _score_order(scores)  # (N,)
-    sorted_boxes = boxes[order]
-    iou = _boxes.box_iou(sorted_boxes, sorted_boxes)  # (N, N), rows and columns in score order
+    sorted_boxes = boxes[order].to(check.compute_dtype(boxes))  # (N, 4) in score order
     suppressed = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)  # (N,)
     kept = []
     # Step i: the best box not yet suppressed is kept and suppresses every box
@@ -140,7 +118,8 @@ def _nms_loop(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -
         if suppressed[i]:
             continue
         kept.append(i)
-        suppressed |= iou[i] > iou_threshold
+        iou_i = _boxes.box_iou(sorted_boxes[i:i + 1], sorted_boxes)[0]  # (N,)
+        suppressed |= iou_i > iou_threshold
     kept_positions = torch.tensor(kept, dtype=torch.int64, device=boxes.device)  # (K,)
     return order[kept_positions]
 
@@ -156,16 +135,19 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     Returns:
         (K,) int64 kept indices by decreasing score (ties: lower index first).
     """
-    _check_boxes_scores(boxes, scores, iou_threshold)
-    return _nms_fast(boxes, scores, float(iou_threshold))
+    threshold = _check_boxes_scores(boxes, scores, iou_threshold)
+    return _nms_fast(boxes, scores, threshold)
 
 
 def _nms_fast(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     # torchvision's kernels sort internally and may break ties either way; we
     # sort stably ourselves and hand it strictly decreasing ranks instead.
+    # float16/bfloat16 boxes run in float32 (torchvision's CPU kernel has no half
+    # types; SPEC.md VAL-2: the float32 answer).
+    work = check.compute_dtype(boxes)
     order = _score_order(scores)  # (N,)
     ranks = torch.arange(len(order), 0, -1, device=boxes.device, dtype=torch.float32)  # (N,)
-    keep_sorted = torchvision.ops.nms(boxes[order], ranks.to(boxes.dtype), iou_threshold)
+    keep_sorted = torchvision.ops.nms(boxes[order].to(work), ranks.to(work), iou_threshold)
     return order[keep_sorted]
 
 
@@ -195,14 +177,14 @@ def batched_nms(
     Returns:
         (K,) int64 kept indices by decreasing score (ties: lower index first).
     """
-    _check_boxes_scores(boxes, scores, iou_threshold)
+    threshold = _check_boxes_scores(boxes, scores, iou_threshold)
     _check_idxs(idxs, boxes)
     if method not in BATCHED_NMS_METHODS:
         raise ValueError(f"method: expected one of {list(BATCHED_NMS_METHODS)}, got {method!r}")
     if method == "blocks" and not _blocks_apply(boxes):
         raise ValueError(f"method: 'blocks' needs float32 or float64 boxes on the CPU, got "
                          f"{boxes.dtype} on {boxes.device}")
-    return _batched_nms(boxes, scores, idxs, float(iou_threshold), method)
+    return _batched_nms(boxes, scores, idxs, threshold, method)
 
 
 BATCHED_NMS_METHODS = ("auto", "loop", "blocks")
@@ -211,6 +193,7 @@ BATCHED_NMS_METHODS = ("auto", "loop", "blocks")
 def _batched_nms(boxes, scores, idxs, iou_threshold, method="auto"):
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    boxes = boxes.to(check.compute_dtype(boxes))  # torchvision's CPU kernel has no half types
     if method == "loop" or (method == "auto" and not _blocks_apply(boxes)):
         return _batched_nms_per_category(boxes, scores, idxs, iou_threshold)
     return _batched_nms_blocks(boxes, scores, idxs, iou_threshold)
@@ -403,29 +386,15 @@ def _greedy_over_edges(src, dst, open_):
 
 # --------------------------------------------------------------------------- multi-class
 def _check_multiclass(bboxes, scores, what_boxes="bboxes") -> int:
-    if not isinstance(bboxes, torch.Tensor) or not isinstance(scores, torch.Tensor):
-        raise TypeError(f"{what_boxes} and scores: expected torch.Tensors")
-    if scores.dim() != 2 or scores.shape[1] < 2:
-        raise ValueError(
-            f"scores: expected shape (N, num_classes + 1) with background last, "
-            f"got {tuple(scores.shape)}"
-        )
+    check.tensor("scores", scores, ndim=2, dtype="floating")
+    if scores.shape[1] < 2:
+        raise check.fail("scores", "shape (N, num_classes + 1) with background last", scores)
     num_classes = scores.shape[1] - 1
-    if bboxes.dim() != 2 or bboxes.shape[1] not in (4, 4 * num_classes):
-        raise ValueError(
-            f"{what_boxes}: expected shape ({scores.shape[0]}, 4) or "
-            f"({scores.shape[0]}, {4 * num_classes}), got {tuple(bboxes.shape)}"
-        )
-    if bboxes.shape[0] != scores.shape[0]:
-        raise ValueError(
-            f"{what_boxes}: {bboxes.shape[0]} rows but scores has {scores.shape[0]}"
-        )
-    if not bboxes.is_floating_point() or not scores.is_floating_point():
-        raise ValueError(f"{what_boxes} and scores: expected floating dtypes, got "
-                         f"{bboxes.dtype} and {scores.dtype}")
-    if bboxes.device != scores.device:
-        raise ValueError(f"scores: on {scores.device}, expected {what_boxes}' device "
-                         f"{bboxes.device}")
+    check.tensor(what_boxes, bboxes, ndim=2, dtype="floating")
+    if bboxes.shape[1] not in (4, 4 * num_classes):
+        raise check.fail(what_boxes, f"shape (N, 4) or (N, {4 * num_classes})", bboxes)
+    check.rows(what_boxes, bboxes, scores.shape[0], "scores")
+    check.same_device(**{what_boxes: bboxes, "scores": scores})
     return num_classes
 
 
@@ -472,15 +441,17 @@ def multiclass_nms(
         ``Detections`` sorted by decreasing score; ``box_indices`` are rows of ``bboxes``.
     """
     num_classes = _check_multiclass(bboxes, scores)
-    if not bool(torch.isfinite(bboxes).all()):
-        raise ValueError("bboxes: contain NaN or Inf; multiclass_nms needs finite boxes")
+    check.in_range("bboxes", bboxes)
+    check.no_nan("scores", scores)
+    score_threshold = check.number("score_threshold", score_threshold)
+    iou_threshold = check.number("iou_threshold", iou_threshold)
+    max_num = check.integer("max_num", max_num)
     fg_scores = scores[:, :num_classes]  # (N, C)
     per_class = bboxes.reshape(bboxes.shape[0], bboxes.shape[1] // 4, 4)  # (N, C or 1, 4)
     per_class = per_class.expand(-1, num_classes, 4)  # (N, C, 4)
     # mmdet bbox_nms.py (2.11 and 3.3) cuts only `if max_num > 0`: 0 keeps all.
     limit = int(max_num) if max_num > 0 else -1
-    return _select_and_nms(per_class, fg_scores, float(score_threshold), float(iou_threshold),
-                           limit)
+    return _select_and_nms(per_class, fg_scores, score_threshold, iou_threshold, limit)
 
 
 def fast_rcnn_inference(
@@ -508,7 +479,10 @@ def fast_rcnn_inference(
         ``Detections`` sorted by decreasing score.
     """
     num_classes = _check_multiclass(boxes, scores, what_boxes="boxes")
-    height, width = _check_image_size(image_size)
+    height, width = check.size("image_size", image_size)
+    score_threshold = check.number("score_threshold", score_threshold)
+    nms_threshold = check.number("nms_threshold", nms_threshold)
+    topk_per_image = check.integer("topk_per_image", topk_per_image)
     # 1. Drop rows with NaN/Inf anywhere in their boxes or scores.
     finite_rows = torch.nonzero(torch.isfinite(boxes).all(dim=1)
                                 & torch.isfinite(scores).all(dim=1)).squeeze(1)  # (R',)
@@ -518,18 +492,8 @@ def fast_rcnn_inference(
     # per_class: (R', K or 1, 4)
     per_class = _clip_xyxy(per_class, height, width).expand(-1, num_classes, 4)  # (R', K, 4)
     # 3.-5. score > threshold, class-wise NMS, top k.
-    dets = _select_and_nms(per_class, fg_scores, float(score_threshold), float(nms_threshold),
-                           int(topk_per_image))
+    dets = _select_and_nms(per_class, fg_scores, score_threshold, nms_threshold, topk_per_image)
     return dets._replace(box_indices=finite_rows[dets.box_indices])
-
-
-def _check_image_size(image_size) -> tuple[int, int]:
-    if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0
-                   for v in image_size)):
-        raise ValueError(f"image_size: expected (height, width) with positive sizes, "
-                         f"got {image_size!r}")
-    return image_size[0], image_size[1]
 
 
 def _clip_xyxy(boxes: torch.Tensor, height, width) -> torch.Tensor:

@@ -29,7 +29,8 @@ from typing import NamedTuple, Sequence
 import torch
 
 from reference import coders as _coders
-from reference.nms import _batched_nms, _check_image_size, _clip_xyxy
+from reference import validate as check
+from reference.nms import _batched_nms, _clip_xyxy
 
 __all__ = [
     "MMDET_RPN_VERSIONS",
@@ -83,29 +84,19 @@ MMDET_RPN_VERSIONS = {
 
 # --------------------------------------------------------------------------- helpers
 def _check_levels(scores, boxes_like, scores_name, boxes_name, extra=None):
-    if not isinstance(scores, (list, tuple)) or not isinstance(boxes_like, (list, tuple)):
-        raise TypeError(f"{scores_name}, {boxes_name}: expected lists of tensors, one per level")
-    if len(scores) == 0 or len(scores) != len(boxes_like):
-        raise ValueError(f"{scores_name}, {boxes_name}: expected the same non-zero number of "
-                         f"levels, got {len(scores)} and {len(boxes_like)}")
+    """Per-level lists of equal length: scores (A_l,) floating, boxes (A_l, 4) floating."""
     lists = [(boxes_name, boxes_like)] + ([extra] if extra else [])
-    device = scores[0].device
+    scores = check.sequence(scores_name, scores, of="tensors")
+    if not scores:
+        raise check.fail(scores_name, "at least one level", scores)
+    for name, values in lists:
+        check.sequence(name, values, length=len(scores), of="tensors", like=scores_name)
     for level, s in enumerate(scores):
-        if not isinstance(s, torch.Tensor) or s.dim() != 1 or not s.is_floating_point():
-            raise ValueError(f"{scores_name}[{level}]: expected a float tensor of shape (A,), "
-                             f"got {getattr(s, 'shape', type(s).__name__)}")
+        check.tensor(f"{scores_name}[{level}]", s, ndim=1, dtype="floating")
         for name, values in lists:
-            b = values[level]
-            if not isinstance(b, torch.Tensor) or tuple(b.shape) != (s.shape[0], 4):
-                raise ValueError(f"{name}[{level}]: expected shape ({s.shape[0]}, 4), got "
-                                 f"{tuple(getattr(b, 'shape', ()))}")
-            if b.device != device or s.device != device:
-                raise ValueError(f"{name}[{level}]: on {b.device}, expected {device}")
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+            b = check.tensor(f"{name}[{level}]", values[level], ndim=2, last=4, dtype="floating")
+            check.rows(f"{name}[{level}]", b, s.shape[0], f"{scores_name}[{level}]")
+            check.same_device(**{f"{scores_name}[0]": scores[0], f"{name}[{level}]": b})
 
 
 def _top_k_per_level(scores: Sequence[torch.Tensor], k: int, sort_small_levels: bool):
@@ -169,12 +160,12 @@ def mmdet_rpn_proposals(
         ``Proposals``; scores are the input scores.
     """
     _check_levels(scores, deltas, "scores", "deltas", extra=("anchors", anchors))
-    height, width = _check_image_size(image_size)
-    _check_count("nms_pre", nms_pre)
-    _check_count("max_per_img", max_per_img)
-    if version not in MMDET_RPN_VERSIONS:
-        raise ValueError(f"version: expected one of {sorted(MMDET_RPN_VERSIONS)}, got {version!r}")
-    rule = MMDET_RPN_VERSIONS[version]
+    height, width = check.size("image_size", image_size)
+    nms_pre = check.integer("nms_pre", nms_pre)
+    max_per_img = check.integer("max_per_img", max_per_img, low=0)
+    iou_threshold = check.number("iou_threshold", iou_threshold)
+    min_bbox_size = check.number("min_bbox_size", min_bbox_size)
+    rule = MMDET_RPN_VERSIONS[check.choice("version", version, sorted(MMDET_RPN_VERSIONS))]
     # 1. Top nms_pre per level.
     picked, level_ids = _top_k_per_level(scores, nms_pre, sort_small_levels=False)  # (n,)
     all_scores = torch.cat(list(scores))[picked]  # (n,)
@@ -191,7 +182,7 @@ def mmdet_rpn_proposals(
         big = torch.nonzero((w >= min_bbox_size) & (h >= min_bbox_size)).squeeze(1)  # (n',)
     # 4. NMS within each level; 5. the best max_per_img.
     keep = big[_batched_nms(boxes[big], all_scores[big], level_ids[big],
-                            float(iou_threshold))][:max_per_img]
+                            iou_threshold)][:max_per_img]
     return Proposals(boxes[keep], all_scores[keep], level_ids[keep], picked[keep])
 
 
@@ -228,11 +219,12 @@ def find_top_rpn_proposals(
         ``Proposals``; scores are the logits.
     """
     _check_levels(logits, proposals, "logits", "proposals")
-    height, width = _check_image_size(image_size)
-    _check_count("pre_nms_topk", pre_nms_topk)
-    _check_count("post_nms_topk", post_nms_topk)
-    if pre_nms_topk < 0:  # upstream's topk(min(A, k)) raises on a negative k
-        raise ValueError(f"pre_nms_topk: expected an int >= 0, got {pre_nms_topk}")
+    height, width = check.size("image_size", image_size)
+    # upstream's topk(min(A, k)) raises on a negative k
+    pre_nms_topk = check.integer("pre_nms_topk", pre_nms_topk, low=0)
+    post_nms_topk = check.integer("post_nms_topk", post_nms_topk, low=0)
+    nms_thresh = check.number("nms_thresh", nms_thresh)
+    min_box_size = check.number("min_box_size", min_box_size)
     # 1. Top pre_nms_topk per level, then all levels together.
     picked, level_ids = _top_k_per_level(logits, pre_nms_topk, sort_small_levels=True)  # (n,)
     scores = torch.cat(list(logits))[picked]  # (n,)

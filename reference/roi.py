@@ -35,6 +35,8 @@ from typing import Sequence
 import torch
 import torchvision
 
+from reference import validate as check
+
 __all__ = [
     "DETECTRON2_LEVEL_MAPPING",
     "LEVEL_MAPPINGS",
@@ -63,42 +65,23 @@ def _pair(output_size) -> tuple[int, int]:
 
 
 def _check_roi_align_args(input, rois, output_size, spatial_scale, sampling_ratio, aligned):
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"input: expected a torch.Tensor, got {type(input).__name__}")
-    if not isinstance(rois, torch.Tensor):
-        raise TypeError(f"rois: expected a torch.Tensor, got {type(rois).__name__}")
-    if input.dim() != 4:
-        raise ValueError(f"input: expected shape (N, C, H, W), got {tuple(input.shape)}")
-    if not input.is_floating_point():
-        raise ValueError(f"input: expected a floating dtype, got {input.dtype}")
-    if rois.dim() != 2 or rois.shape[1] != 5:
-        raise ValueError(
-            f"rois: expected shape (K, 5) rows (batch_index, x1, y1, x2, y2), "
-            f"got {tuple(rois.shape)}"
-        )
+    check.tensor("input", input, ndim=4, dtype="floating")
+    check.tensor("rois", rois, ndim=2, last=5, dtype="floating")
     if rois.dtype != input.dtype:
-        raise ValueError(f"rois: dtype {rois.dtype}, expected input's dtype {input.dtype}")
-    if rois.device != input.device:
-        raise ValueError(f"rois: on {rois.device}, expected input's device {input.device}")
-    if not bool(torch.isfinite(rois).all()):
-        raise ValueError("rois: contain NaN or Inf; RoIAlign needs finite boxes")
+        raise check.fail("rois", f"input's dtype {input.dtype}", rois)
+    check.same_device(input=input, rois=rois)
+    check.finite("rois", rois)
     if rois.shape[0] > 0:
         batch = rois[:, 0]
         if bool((batch != batch.round()).any()) or bool((batch < 0).any()) or \
                 bool((batch >= input.shape[0]).any()):
-            raise ValueError(
-                f"rois: column 0 must hold integer batch indices in [0, {input.shape[0]}), "
-                f"got values in [{batch.min().item()}, {batch.max().item()}]"
-            )
+            raise check.fail("rois", f"integer batch indices in [0, {input.shape[0]}) in column 0",
+                             f"values in [{batch.min().item()}, {batch.max().item()}]")
     size = _pair(output_size)
-    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, (int, float)):
-        raise TypeError(f"spatial_scale: expected a float, got {type(spatial_scale).__name__}")
-    if not spatial_scale > 0:
-        raise ValueError(f"spatial_scale: expected > 0, got {spatial_scale}")
-    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
-        raise TypeError(f"sampling_ratio: expected an int, got {type(sampling_ratio).__name__}")
+    check.number("spatial_scale", spatial_scale, low=0, low_open=True)
+    check.integer("sampling_ratio", sampling_ratio)
     if not isinstance(aligned, bool):
-        raise TypeError(f"aligned: expected a bool, got {type(aligned).__name__}")
+        raise check.fail("aligned", "a bool", aligned, TypeError)
     return size
 
 
@@ -113,8 +96,12 @@ def roi_align(
 ) -> torch.Tensor:
     """RoIAlign through ``torchvision.ops.roi_align``; contract of ``roi_align_reference``."""
     size = _check_roi_align_args(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
-    return torchvision.ops.roi_align(input, rois, size, float(spatial_scale),
-                                     int(sampling_ratio), aligned)
+    # float16/bfloat16 run in float32 (torchvision's CPU kernel has no bfloat16;
+    # SPEC.md VAL-2: the float32 answer, rounded to the input dtype).
+    work = check.compute_dtype(input)
+    out = torchvision.ops.roi_align(input.to(work), rois.to(work), size, float(spatial_scale),
+                                    int(sampling_ratio), aligned)
+    return out.to(input.dtype)
 
 
 def roi_align_reference(
@@ -295,20 +282,18 @@ def map_rois_to_levels(
         (K,) int64 in [0, max_level - min_level]: 0 means level ``min_level``.
     """
     preset = _resolve_mapping(mapping)
-    if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"boxes: expected a torch.Tensor, got {type(boxes).__name__}")
-    if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes: expected shape (K, 4), got {tuple(boxes.shape)}")
-    if not boxes.is_floating_point():
-        raise ValueError(f"boxes: expected a floating dtype, got {boxes.dtype}")
-    if not (isinstance(min_level, int) and isinstance(max_level, int)) or min_level > max_level:
-        raise ValueError(f"min_level, max_level: expected ints with min <= max, got "
-                         f"{min_level!r}, {max_level!r}")
+    check.tensor("boxes", boxes, ndim=2, last=4, dtype="floating")
+    check.finite("boxes", boxes)  # ROI-8: a NaN box has no level
+    min_level = check.integer("min_level", min_level, low=0)
+    max_level = check.integer("max_level", max_level, low=min_level)
     return _levels(boxes, preset, min_level, max_level)
 
 
 def _levels(boxes, preset: LevelMapping, min_level: int, max_level: int) -> torch.Tensor:
-    scale = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))  # (K,)
+    # An inverted box has a negative area: taken as 0, it maps to min_level (ROI-8)
+    # instead of sqrt(-a) = NaN, which no level index matches.
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0)  # (K,)
+    scale = torch.sqrt(area)  # (K,)
     level = torch.floor(preset.canonical_level
                         + torch.log2(scale / preset.canonical_scale + preset.eps_inside_log)
                         + preset.eps_after_log)  # (K,)
@@ -337,29 +322,31 @@ class MultiLevelRoIPooler:
     def __init__(self, output_size, scales: Sequence[float], sampling_ratio: int = 0,
                  aligned: bool = True, mapping="mmdet") -> None:
         self.output_size = _pair(output_size)
-        if len(scales) == 0 or any(not s > 0 for s in scales):
-            raise ValueError(f"scales: expected a non-empty list of positive scales, got {scales}")
-        self.scales = tuple(float(s) for s in scales)
+        scales = check.sequence("scales", scales)
+        if not scales:
+            raise check.fail("scales", "a non-empty list of positive scales", scales)
+        self.scales = tuple(check.number("scales", s, low=0, low_open=True) for s in scales)
         min_level = -math.log2(self.scales[0])
         if abs(min_level - round(min_level)) > 1e-6:
             raise ValueError(f"scales: the first scale must be a power of 2, got {scales[0]}")
         self.min_level = int(round(min_level))
         self.max_level = self.min_level + len(self.scales) - 1
-        self.sampling_ratio = sampling_ratio
+        self.sampling_ratio = check.integer("sampling_ratio", sampling_ratio)
+        if not isinstance(aligned, bool):
+            raise check.fail("aligned", "a bool", aligned, TypeError)
         self.aligned = aligned
         self.mapping = _resolve_mapping(mapping)
 
     def __call__(self, features: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
-        if len(features) != len(self.scales):
-            raise ValueError(f"features: expected {len(self.scales)} maps (one per scale), "
-                             f"got {len(features)}")
+        check.sequence("features", features, length=len(self.scales), of="tensors", like="scales")
+        for k, f in enumerate(features):
+            check.tensor(f"features[{k}]", f, ndim=4, dtype="floating")
         channels = features[0].shape[1]
         if any(f.shape[1] != channels for f in features):
             raise ValueError(f"features: all maps need {channels} channels, got "
                              f"{[f.shape[1] for f in features]}")
-        if not isinstance(rois, torch.Tensor) or rois.dim() != 2 or rois.shape[1] != 5:
-            raise ValueError(f"rois: expected shape (K, 5), got "
-                             f"{tuple(getattr(rois, 'shape', ()))}")
+        check.tensor("rois", rois, ndim=2, last=5, dtype="floating")
+        check.finite("rois", rois)
         out = features[0].new_zeros((rois.shape[0], channels, *self.output_size))  # (K, C, S, S)
         if rois.shape[0] == 0:
             return out

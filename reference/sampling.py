@@ -24,6 +24,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from reference import validate as check
+
 from reference.assignment import AssignResult
 
 __all__ = [
@@ -102,21 +104,16 @@ def _make_result(pos_inds, neg_inds, priors, gt_bboxes, assign_result: AssignRes
         pos_gt_labels=labels, avg_factor_with_neg=avg_factor_with_neg)
 
 
-def _check_inputs(assign_result, priors, gt_bboxes) -> None:
+def _check_inputs(assign_result, priors, gt_bboxes, gt_labels=None) -> None:
     if not isinstance(assign_result, AssignResult):
-        raise TypeError(f"assign_result: expected an AssignResult, got "
-                        f"{type(assign_result).__name__}")
-    for name, t in (("priors", priors), ("gt_bboxes", gt_bboxes)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 2 or t.shape[-1] != 4:
-            raise ValueError(f"{name}: expected shape (n, 4), got {tuple(t.shape)}")
-    if priors.shape[0] != assign_result.num_priors:
-        raise ValueError(f"priors: expected {assign_result.num_priors} rows (one per assigned "
-                         f"prior), got {priors.shape[0]}")
-    if gt_bboxes.shape[0] != assign_result.num_gts:
-        raise ValueError(f"gt_bboxes: expected {assign_result.num_gts} rows (num_gts of the "
-                         f"assign result), got {gt_bboxes.shape[0]}")
+        raise check.fail("assign_result", "an AssignResult", assign_result, TypeError)
+    check.tensor("priors", priors, ndim=2, last=4, dtype="floating")
+    check.tensor("gt_bboxes", gt_bboxes, ndim=2, last=4, dtype="floating")
+    check.rows("priors", priors, assign_result.num_priors, "the assign result's priors")
+    check.rows("gt_bboxes", gt_bboxes, assign_result.num_gts, "the assign result's gts")
+    if gt_labels is not None:
+        check.tensor("gt_labels", gt_labels, ndim=1, dtype="integer")
+        check.rows("gt_labels", gt_labels, gt_bboxes.shape[0], "gt_bboxes")
 
 
 # --------------------------------------------------------------------------- counts
@@ -140,16 +137,12 @@ def _random_subset(indices: torch.Tensor, count: int,
 
 def _check_generator(generator) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
+        raise check.fail("generator", "a torch.Generator or None", generator, TypeError)
 
 
 def _check_fraction(name_num: str, num, name_frac: str, fraction) -> None:
-    if isinstance(num, bool) or not isinstance(num, int) or num < 0:
-        raise ValueError(f"{name_num}: expected a non-negative int, got {num!r}")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
-            or not 0.0 <= float(fraction) <= 1.0:
-        raise ValueError(f"{name_frac}: expected a number in [0, 1], got {fraction!r}")
+    check.integer(name_num, num, low=0)
+    check.number(name_frac, fraction, low=0, high=1)
 
 
 # --------------------------------------------------------------------------- mmdet
@@ -164,7 +157,7 @@ class PseudoSampler:
                gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None) -> SamplingResult:
         """gt_labels and generator are accepted for a uniform sampler interface and unused."""
-        _check_inputs(assign_result, priors, gt_bboxes)
+        _check_inputs(assign_result, priors, gt_bboxes, gt_labels)
         pos_inds = (assign_result.gt_inds > 0).nonzero().squeeze(1)  # (P,)
         neg_inds = (assign_result.gt_inds == 0).nonzero().squeeze(1)  # (Q,)
         gt_flags = torch.zeros(priors.shape[0], dtype=torch.uint8, device=priors.device)
@@ -198,7 +191,7 @@ class RandomSampler:
     def sample(self, assign_result: AssignResult, priors: torch.Tensor,
                gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None) -> SamplingResult:
-        _check_inputs(assign_result, priors, gt_bboxes)
+        _check_inputs(assign_result, priors, gt_bboxes, gt_labels)
         _check_generator(generator)
         gt_flags = torch.zeros(priors.shape[0], dtype=torch.uint8, device=priors.device)
         if self.add_gt_as_proposals and gt_bboxes.shape[0] > 0:
@@ -235,6 +228,7 @@ def subsample_labels(labels: torch.Tensor, num_samples: int, positive_fraction: 
                          f"{tuple(labels.shape)} dtype {labels.dtype}")
     _check_fraction("num_samples", num_samples, "positive_fraction", positive_fraction)
     _check_generator(generator)
+    bg_label = check.integer("bg_label", bg_label)
     positive = ((labels != -1) & (labels != bg_label)).nonzero().squeeze(1)
     negative = (labels == bg_label).nonzero().squeeze(1)
     num_pos, num_neg = _sample_counts(positive.numel(), negative.numel(), num_samples,

@@ -27,6 +27,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from reference import validate as check
+
 from reference import anchors as _anchors
 from reference.assignment import AssignResult, DynamicSoftLabelAssigner
 from reference.sampling import PseudoSampler, SamplingResult
@@ -50,14 +52,13 @@ def unmap(data: torch.Tensor, count: int, inds: torch.Tensor, fill=0) -> torch.T
     data: (K, ...) with K = inds.sum(). inds: (count,) bool mask.
     Returns (count, ...) of data's dtype, ``fill`` in the rows where inds is False.
     """
-    if not isinstance(data, torch.Tensor) or not isinstance(inds, torch.Tensor):
-        raise TypeError("unmap: data and inds must be torch.Tensors")
-    if inds.dim() != 1 or inds.shape[0] != count:
-        raise ValueError(f"inds: expected shape ({count},), got {tuple(inds.shape)}")
-    mask = inds.bool()
-    if int(mask.sum()) != data.shape[0]:
-        raise ValueError(f"data: expected {int(mask.sum())} rows (True entries of inds), "
-                         f"got {data.shape[0]}")
+    check.tensor("data", data, min_ndim=1)
+    count = check.integer("count", count, low=0)
+    check.tensor("inds", inds, ndim=1, dtype="bool")
+    if inds.shape[0] != count:
+        raise check.fail("inds", f"shape ({count},) (count)", inds)
+    mask = inds
+    check.rows("data", data, int(mask.sum()), "the True entries of inds")
     out = data.new_full((count,) + tuple(data.shape[1:]), fill)  # (count, ...)
     out[mask] = data
     return out
@@ -70,13 +71,16 @@ def images_to_levels(targets: Sequence[torch.Tensor],
     targets: B tensors of shape (N, ...), N = sum(num_level_anchors).
     Returns one tensor per level, shape (B, n_l, ...), levels in order.
     """
-    total = sum(int(n) for n in num_level_anchors)
-    for i, t in enumerate(targets):
-        if t.shape[0] != total:
-            raise ValueError(f"targets[{i}]: expected {total} rows (sum of num_level_anchors), "
-                             f"got {t.shape[0]}")
+    counts = [check.integer("num_level_anchors", n, low=0)
+              for n in check.sequence("num_level_anchors", num_level_anchors)]
+    total = sum(counts)
+    for i, t in enumerate(check.sequence("targets", targets, of="tensors")):
+        check.tensor(f"targets[{i}]", t, min_ndim=1)
+        check.rows(f"targets[{i}]", t, total, "the sum of num_level_anchors")
+    if not targets:
+        raise check.fail("targets", "at least one image", targets)
     stacked = torch.stack(list(targets), dim=0)  # (B, N, ...)
-    return list(torch.split(stacked, [int(n) for n in num_level_anchors], dim=1))
+    return list(torch.split(stacked, counts, dim=1))
 
 
 # --------------------------------------------------------------------------- results
@@ -148,24 +152,21 @@ def _fill_targets(anchors, sampling_result: SamplingResult, num_classes: int,
     return labels, label_weights, bbox_targets, bbox_weights
 
 
-def _check_image_inputs(flat_anchors, valid_flags, gt_bboxes, gt_labels, num_classes) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
-    for name, t in (("flat_anchors", flat_anchors), ("gt_bboxes", gt_bboxes)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 2 or t.shape[-1] != 4:
-            raise ValueError(f"{name}: expected shape (n, 4), got {tuple(t.shape)}")
-    if not isinstance(valid_flags, torch.Tensor) or valid_flags.shape != (flat_anchors.shape[0],):
-        raise ValueError(f"valid_flags: expected a ({flat_anchors.shape[0]},) bool tensor, got "
-                         f"{getattr(valid_flags, 'shape', valid_flags)}")
+def _check_image_inputs(flat_anchors, valid_flags, gt_bboxes, gt_labels, num_classes,
+                        anchors_name: str = "flat_anchors") -> None:
+    check.integer("num_classes", num_classes, low=1)
+    check.boxes(anchors_name, flat_anchors)
+    check.boxes("gt_bboxes", gt_bboxes)
+    check.tensor("valid_flags", valid_flags, ndim=1, dtype="bool")
+    check.rows("valid_flags", valid_flags, flat_anchors.shape[0], anchors_name)
     if gt_labels is not None:
-        if not isinstance(gt_labels, torch.Tensor) or gt_labels.shape != (gt_bboxes.shape[0],):
-            raise ValueError(f"gt_labels: expected shape ({gt_bboxes.shape[0]},), got "
-                             f"{getattr(gt_labels, 'shape', gt_labels)}")
+        check.tensor("gt_labels", gt_labels, ndim=1, dtype="integer")
+        check.rows("gt_labels", gt_labels, gt_bboxes.shape[0], "gt_bboxes")
         if gt_labels.numel() and (gt_labels.min() < 0 or gt_labels.max() >= num_classes):
-            raise ValueError(f"gt_labels: expected values in [0, {num_classes}), got "
+            raise check.fail("gt_labels", f"values in [0, {num_classes})",
                              f"[{int(gt_labels.min())}, {int(gt_labels.max())}]")
+    check.same_device(**{anchors_name: flat_anchors, "valid_flags": valid_flags,
+                         "gt_bboxes": gt_bboxes, "gt_labels": gt_labels})
 
 
 def anchor_targets_single(flat_anchors: torch.Tensor, valid_flags: torch.Tensor,
@@ -243,7 +244,18 @@ def rtmdet_targets_single(cls_scores: torch.Tensor, decoded_bboxes: torch.Tensor
     bbox_targets are the gt boxes themselves (decoded regression); assign_metrics is
     the positive's IoU with its gt, 0 elsewhere.
     """
-    _check_image_inputs(flat_priors, valid_flags, gt_bboxes, gt_labels, num_classes)
+    _check_image_inputs(flat_priors, valid_flags, gt_bboxes, gt_labels, num_classes,
+                        anchors_name="flat_priors")
+    if gt_labels is None:
+        raise check.fail("gt_labels", "a (G,) integer tensor (RTMDet has classes)", gt_labels,
+                         TypeError)
+    check.tensor("cls_scores", cls_scores, ndim=2, dtype="floating")
+    check.rows("cls_scores", cls_scores, flat_priors.shape[0], "flat_priors")
+    if cls_scores.shape[1] != num_classes:
+        raise check.fail("cls_scores", f"{num_classes} columns (num_classes)", cls_scores)
+    check.no_nan("cls_scores", cls_scores)
+    check.boxes("decoded_bboxes", decoded_bboxes)
+    check.rows("decoded_bboxes", decoded_bboxes, flat_priors.shape[0], "flat_priors")
     assigner = DynamicSoftLabelAssigner() if assigner is None else assigner
     inside = _anchors.anchor_inside_flags(flat_priors, valid_flags, img_shape,
                                           allowed_border)  # (N,)
