@@ -97,6 +97,10 @@ __all__ = [
 # (min_size, max_size) when --min-size is not given: the synthetic set's own 128 px,
 # COCO's usual 800 / 1333 otherwise.
 DEFAULT_SIZES = {"synthetic": (128, 128), "coco": (800, 1333)}
+# Own data whose median shorter side is under 800 / UPSCALE_LIMIT trains at its own
+# size instead: upscaling 192x160 images to 800 px costs 25x the memory and time and
+# teaches nothing the small images do not show.
+UPSCALE_LIMIT = 2.0
 
 # Per-model changes to the command-line defaults (explicit flags still win). The
 # small RTMDet (from scratch, soft-label assignment, no EMA) is still climbing
@@ -167,9 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--val-ann", default=None, help="val COCO instances JSON")
     d.add_argument("--val-images", default=None, help="folder of the val images")
     d.add_argument("--min-size", type=int, default=None, help="shorter image side after "
-                   "resizing (default 128 synthetic, 800 otherwise)")
+                   "resizing (default: 128 synthetic; 800 otherwise, unless the data's median "
+                   "shorter side is under 400: then the data's own size; printed at the start)")
     d.add_argument("--max-size", type=int, default=None, help="cap on the longer side "
-                   "(default 128 synthetic, 1333 otherwise)")
+                   "(default 128 synthetic, 1333 otherwise, or the data's median longer side)")
     d.add_argument("--aspect-ratio-group-factor", type=int, default=3,
                    help="batch images of similar width/height in 2k+2 groups; -1 turns it off")
     d.add_argument("--workers", type=int, default=2, help="data loading processes per rank")
@@ -210,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multistep: epochs at which lr *= --lr-gamma (default: at 2/3 "
                    "and 8/9 of the epochs)")
     o.add_argument("--lr-gamma", type=float, default=0.1)
-    o.add_argument("--warmup-iters", type=int, default=100, help="linear warmup steps")
+    o.add_argument("--warmup-iters", type=int, default=None, help="linear warmup steps "
+                   "(default: min(1000, steps per epoch - 1), torchvision's rule, so a short "
+                   "run's warmup ends within its first epoch)")
     o.add_argument("--warmup-factor", type=float, default=0.001,
                    help="lr multiplier at step 0 of the warmup")
     o.add_argument("--clip-grad", type=float, default=None, metavar="MAX_NORM",
@@ -340,6 +347,17 @@ class RunLog:
         tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
         os.replace(tmp, self.path)
         return dropped
+
+    def bar(self, total: int, initial: int, desc: str):
+        """A tqdm progress bar on a terminal; None otherwise (then ``progress`` lines)."""
+        if not (self.enabled and self.tty):
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:  # pragma: no cover - tqdm is a dependency; stay usable without
+            return None
+        return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr,
+                    dynamic_ncols=True, unit="step", leave=True)
 
     def progress(self, text: str, final: bool = False) -> None:
         if not self.enabled:
@@ -557,6 +575,7 @@ def train_one_epoch(run: _Run, epoch: int, start: int, step: int) -> int:
     run.batches.set_epoch(epoch, start)
     window_start, window_images = time.perf_counter(), 0
     epoch_start, done_here = time.perf_counter(), 0
+    bar = run.runlog.bar(steps_per_epoch, start, f"epoch {epoch + 1}/{args.epochs}")
     batches = iter(run.loader)
     run.stop.deferring = True  # a signal from here on stops at the next step boundary
     try:
@@ -612,6 +631,9 @@ def train_one_epoch(run: _Run, epoch: int, start: int, step: int) -> int:
             step += 1
             done_here += 1
             window_images += len(images) * run.world
+            if bar is not None:
+                bar.set_postfix_str(f"loss {logged[0]:.4f} lr {lr:.2e}", refresh=False)
+                bar.update(1)
             # 6) log the first step at once, then every print_freq steps and the last one
             last = index + 1 == steps_per_epoch
             if done_here == 1 or step % args.print_freq == 0 or last:
@@ -624,9 +646,11 @@ def train_one_epoch(run: _Run, epoch: int, start: int, step: int) -> int:
                                   loss=round(logged[0], 5), losses=per_loss,
                                   images_per_s=round(throughput, 2))
                 eta = (now - epoch_start) / done_here * (steps_per_epoch - index - 1)
-                run.runlog.progress(f"epoch {epoch + 1}/{args.epochs} [{index + 1:>5}/"
-                                    f"{steps_per_epoch}] loss {logged[0]:.4f} lr {lr:.2e} "
-                                    f"{throughput:6.1f} img/s eta {eta:5.0f}s", final=last)
+                if bar is None:
+                    run.runlog.progress(f"epoch {epoch + 1}/{args.epochs} [{index + 1:>5}/"
+                                        f"{steps_per_epoch}] loss {logged[0]:.4f} lr "
+                                        f"{lr:.2e} {throughput:6.1f} img/s eta {eta:5.0f}s",
+                                        final=last)
             # 7) stop here when asked (checkpoint at this step), or a periodic checkpoint
             if stop_now or (run.world == 1 and run.stop.signum is not None):
                 if not last:
@@ -640,6 +664,8 @@ def train_one_epoch(run: _Run, epoch: int, start: int, step: int) -> int:
                 run.save(epoch, index + 1, step, evaluated=True)
     finally:
         run.stop.deferring = False
+        if bar is not None:
+            bar.close()
         del batches  # stops the workers now, even while an exception holds this frame
     return step
 
@@ -651,6 +677,33 @@ def _reraise_worker_dataset_error(exc: Exception) -> None:
     if text and text[-1].startswith(("reference.data.DatasetError: ", "DatasetError: ")):
         exc.__traceback__ = None  # its frames hold the DataLoader iterator and its workers
         raise DatasetError(text[-1].split(": ", 1)[1]) from None
+
+
+def _image_sizes(args, synthetic: bool, train_set: CocoDetection) -> tuple[int, int, str]:
+    """(min_size, max_size, a note saying where they come from; empty when given)."""
+    defaults = DEFAULT_SIZES["synthetic" if synthetic else "coco"]
+    if args.min_size or synthetic:
+        min_size = args.min_size or defaults[0]
+        return min_size, max(args.max_size or defaults[1], min_size), ""
+    known = [(r["width"], r["height"]) for r in train_set.records if r["width"] and r["height"]]
+    if not known:
+        return defaults[0], max(args.max_size or defaults[1], defaults[0]), (
+            f"note: images resized to shorter side {defaults[0]}, longer at most "
+            f"{max(args.max_size or defaults[1], defaults[0])} (COCO's defaults; the "
+            "annotation file gives no sizes); --min-size/--max-size choose others")
+    shorter = int(np.median([min(w, h) for w, h in known]))
+    longer = int(np.median([max(w, h) for w, h in known]))
+    median = f"median train image {longer}x{shorter}"
+    if shorter * UPSCALE_LIMIT < defaults[0]:
+        max_size = max(args.max_size or longer, shorter)
+        return shorter, max_size, (
+            f"note: image sizes picked from the data: --min-size {shorter} --max-size "
+            f"{max_size} ({median}; COCO's {defaults[0]} px would upscale it "
+            f"{defaults[0] / shorter:.1f}x); pass --min-size/--max-size to choose others")
+    max_size = max(args.max_size or defaults[1], defaults[0])
+    return defaults[0], max_size, (
+        f"note: images resized to shorter side {defaults[0]}, longer at most {max_size} "
+        f"(COCO's defaults; {median}); --min-size/--max-size choose others")
 
 
 def _seed_everything(seed: int) -> None:
@@ -797,11 +850,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
         # 2) data
         paths = resolve_data_paths(args.data_path, args.train_ann, args.train_images,
                                    args.val_ann, args.val_images)
-        sizes = DEFAULT_SIZES["synthetic" if paths.synthetic else "coco"]
-        min_size = args.min_size or sizes[0]
-        max_size = max(args.max_size or sizes[1], min_size)
-        train_set = CocoDetection(paths.train_images, paths.train_ann, skip_empty=True,
-                                  transforms=build_transforms(True, min_size, max_size))
+        train_set = CocoDetection(paths.train_images, paths.train_ann, skip_empty=True)
+        min_size, max_size, size_note = _image_sizes(args, paths.synthetic, train_set)
+        train_set.transforms = build_transforms(True, min_size, max_size)
         val_coco = load_coco(paths.val_ann)
         val_set = CocoDetection(paths.val_images, coco=val_coco,
                                 transforms=build_transforms(False, min_size, max_size))
@@ -863,7 +914,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
         lr_steps = [round(args.epochs * 2 / 3), round(args.epochs * 8 / 9)]
     schedule = Schedule(steps_per_epoch=batches.batches_per_epoch, epochs=args.epochs,
                         kind=args.lr_schedule, lr_steps=tuple(lr_steps), gamma=args.lr_gamma,
-                        warmup_iters=args.warmup_iters, warmup_factor=args.warmup_factor)
+                        warmup_iters=(min(1000, batches.batches_per_epoch - 1)
+                                      if args.warmup_iters is None else args.warmup_iters),
+                        warmup_factor=args.warmup_factor)
 
     # 5) resume, then epochs of train / checkpoint / evaluate / checkpoint
     start_epoch, start_index, step = 0, 0, 0
@@ -892,7 +945,10 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
                   train_images=len(train_set), val_images=len(val_set),
                   dropped_degenerate=train_set.dropped_degenerate + val_set.dropped_degenerate,
                   dropped_annotations={"train": train_set.dropped, "val": val_set.dropped},
-                  steps_per_epoch=schedule.steps_per_epoch, total_steps=schedule.total_steps)
+                  steps_per_epoch=schedule.steps_per_epoch, total_steps=schedule.total_steps,
+                  warmup_iters=schedule.warmup_iters, min_size=min_size, max_size=max_size)
+    if size_note:
+        runlog.say(size_note)
     for split, dataset, ann_file in (("train", train_set, paths.train_ann),
                                      ("val", val_set, paths.val_ann)):
         if dataset.dropped_total:

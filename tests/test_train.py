@@ -375,3 +375,74 @@ def test_an_unreadable_image_mid_epoch_names_the_file_and_keeps_the_checkpoint(t
     assert torch.load(out / "checkpoint.pth", weights_only=True)["epoch"] == 1
     import multiprocessing
     assert not multiprocessing.active_children()  # the DataLoader workers are gone
+
+
+# --------------------------------------------------------------------------- short runs
+def _without(argv: list[str], *flags: str) -> list[str]:
+    """``argv`` without the given flags and their values."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in flags:
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def test_defaults_fit_a_short_run_on_small_images_of_ones_own(tiny_data, tmp_path, capsys):
+    # 12 images of 48x48 px given as one's own COCO data, 3 steps per epoch.
+    out = tmp_path / "run"
+    argv = _without(_argv(tiny_data, out, "--epochs", "2", "--no-eval", "--threads", "1"),
+                    "--min-size", "--max-size", "--warmup-iters", "--print-freq")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    log = _log(out)
+    start = next(e for e in log if e["type"] == "start")
+    # sizes picked from the data (not upscaled to 800 px), and said so
+    assert (start["min_size"], start["max_size"]) == (48, 48)
+    assert "image sizes picked from the data: --min-size 48 --max-size 48" in err
+    # warmup scaled to the run: min(1000, steps per epoch - 1), over within epoch 1
+    assert start["warmup_iters"] == 2
+    steps = [e for e in log if e["type"] == "step"]
+    assert steps[-1]["lr"] == pytest.approx(0.01 * lr_factor(5, Schedule(3, 2, "cosine")))
+    # the first step of each epoch is logged at once, though --print-freq 20 > 3 steps
+    assert [e["step"] for e in steps] == [1, 3, 4, 6]
+    assert start["threads"] == 1 and torch.get_num_threads() == 1
+
+
+def test_big_images_keep_cocos_sizes_and_say_so(tiny_data, tmp_path, capsys):
+    from reference.train import _image_sizes, build_parser
+    from types import SimpleNamespace
+
+    train_set = SimpleNamespace(records=[{"width": 640, "height": 480}] * 3)
+    args = build_parser().parse_args([])
+    assert _image_sizes(args, False, train_set)[:2] == (800, 1333)
+    assert "COCO's defaults; median train image 640x480" in _image_sizes(args, False,
+                                                                          train_set)[2]
+    small = SimpleNamespace(records=[{"width": 192, "height": 160}] * 3)
+    assert _image_sizes(args, False, small)[:2] == (160, 192)
+    assert _image_sizes(build_parser().parse_args(["--min-size", "320"]), False,
+                        small) == (320, 1333, "")
+
+
+def test_a_terminal_gets_a_tqdm_progress_bar_and_a_pipe_the_line_log(tiny_data, tmp_path,
+                                                                     capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    import reference.train as train
+
+    monkeypatch.setattr(train.RunLog, "__init__", _tty_runlog_init)
+    assert main(_argv(tiny_data, tmp_path / "tty", "--epochs", "1", "--no-eval")) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/1: 100%" in err and "3/3" in err and "loss" in err
+    assert "[    1/3]" not in err  # no line log on a terminal
+    monkeypatch.undo()
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    assert main(_argv(tiny_data, tmp_path / "pipe", "--epochs", "1", "--no-eval")) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/1 [    1/3] loss" in err and "100%" not in err
+
+
+def _tty_runlog_init(self, output_dir, enabled):
+    self.enabled, self.path, self.tty = enabled, output_dir / "log.jsonl", True
