@@ -72,18 +72,6 @@ def mmdet_base_anchors(base_size, scales, ratios, scale_major=True, center=None,
     return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
 
-def legacy_corner_values_before_rounding(base_size, scales, ratios, center_offset):
-    """The legacy corners before rounding (to keep random draws off x.5 near-ties)."""
-    cx = center_offset * (base_size - 1)
-    out = []
-    for r in ratios:
-        for s in scales:
-            w = base_size * s / math.sqrt(r)
-            h = base_size * s * math.sqrt(r)
-            out += [cx - 0.5 * (w - 1), cx - 0.5 * (h - 1), cx + 0.5 * (w - 1), cx + 0.5 * (h - 1)]
-    return out
-
-
 def octave_scales(octave_base_scale, scales_per_octave):
     """octave_base_scale * 2**(i / scales_per_octave) for i < scales_per_octave."""
     return [octave_base_scale * 2 ** (i / scales_per_octave) for i in range(scales_per_octave)]
@@ -145,7 +133,7 @@ def grid_anchors(base_anchors, featmap_size, stride_wh, offset=0.0):
 def mmdet_grid_anchors_float32(base_anchors, featmap_size, stride_wh):
     """mmdet's grid of one level in float32, ``(H*W*A, 4)``: the shift of location
     (y, x) is ``float32(x) * stride_w`` (3.3 ``arange(W).to(float32) * stride_w``;
-    2.11 multiplies the int arange and casts, which is the same for int strides)."""
+    2.11 multiplies the int64 arange, which torch computes in float32: the same)."""
     feat_h, feat_w = featmap_size
     stride_w, stride_h = np.float32(stride_wh[0]), np.float32(stride_wh[1])
     base = np.asarray(base_anchors, dtype=np.float32)
