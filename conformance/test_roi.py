@@ -198,6 +198,22 @@ def test_level_mapping_at_and_just_below_each_boundary(impl, device, flavour):
     assert map_rois_to_levels(f32, flavour, 2, 5).tolist() == [1, 2, 3, 0, 1, 2]
 
 
+@pytest.mark.spec("ROI-11")
+def test_mmdet_level_is_floored_before_the_level_is_added(impl, device):
+    # float32: s = sqrt(12543.986) = 111.99994, log2(s / 56 + 1e-6) = 0.99999994. mmdet
+    # floors it (0: P2); floor(2 + 0.99999994) would be floor(3.0) = 1 (P3).
+    boxes = tensor([[0, 0, 1, 12543.986328125], [0, 0, 2, 6271.9931640625]], device)
+    assert impl.get("map_rois_to_levels")(boxes, "mmdet", 2, 5).tolist() == [0, 0]
+    # detectron2 and torchvision add their level 4 first, as upstream does.
+    big = tensor([[0, 0, 1, 50175.9453125]], device)  # s = 223.99988, just below 224
+    s = torch.sqrt(big[:, 2] * big[:, 3])
+    for flavour, expected in (("detectron2", torch.floor(4 + torch.log2(s / 224 + 1e-8))),
+                              ("torchvision", torch.floor(4 + torch.log2(s / 224)
+                                                          + torch.tensor(1e-6)))):
+        level = impl.get("map_rois_to_levels")(big, flavour, 2, 5)
+        assert level.tolist() == [int(expected.clamp(2, 5).item()) - 2]
+
+
 @pytest.mark.spec("ROI-8")
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_level_mapping_clamps_tiny_and_huge_boxes(impl, device, flavour):

@@ -229,18 +229,23 @@ class LevelMapping:
 
     level = floor(canonical_level + log2(s / canonical_scale + eps_inside_log)
     + eps_after_log), then clamped to the pooler's [min_level, max_level].
+    With ``level_added_after_floor`` (mmdet) it is ``canonical_level + floor(log2(...)
+    + eps_after_log)`` instead: in float32 ``2 + 0.99999994`` rounds to 3, so the
+    order decides the level of a box just below a boundary [ROI-11].
     """
 
     canonical_scale: float
     canonical_level: int
     eps_inside_log: float
     eps_after_log: float
+    level_added_after_floor: bool = False
 
 
 # mmdet SingleRoIExtractor: floor(log2(s / finest_scale + 1e-6)) on level 0 = the
 # first map (P2); finest_scale 56 is 224 / 4, so 56 -> P2 is the same anchor point.
 MMDET_LEVEL_MAPPING = LevelMapping(canonical_scale=56.0, canonical_level=2,
-                                   eps_inside_log=1e-6, eps_after_log=0.0)
+                                   eps_inside_log=1e-6, eps_after_log=0.0,
+                                   level_added_after_floor=True)
 # detectron2 assign_boxes_to_levels: canonical box 224 on level 4, eps 1e-8 inside.
 DETECTRON2_LEVEL_MAPPING = LevelMapping(canonical_scale=224.0, canonical_level=4,
                                         eps_inside_log=1e-8, eps_after_log=0.0)
@@ -294,9 +299,11 @@ def _levels(boxes, preset: LevelMapping, min_level: int, max_level: int) -> torc
     # instead of sqrt(-a) = NaN, which no level index matches.
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0)  # (K,)
     scale = torch.sqrt(area)  # (K,)
-    level = torch.floor(preset.canonical_level
-                        + torch.log2(scale / preset.canonical_scale + preset.eps_inside_log)
-                        + preset.eps_after_log)  # (K,)
+    log_scale = torch.log2(scale / preset.canonical_scale + preset.eps_inside_log)  # (K,)
+    if preset.level_added_after_floor:  # mmdet: the level index is floor(log2(...)) itself
+        level = preset.canonical_level + torch.floor(log_scale + preset.eps_after_log)  # (K,)
+    else:  # detectron2, torchvision: floor(canonical_level + log2(...) + eps)
+        level = torch.floor(preset.canonical_level + log_scale + preset.eps_after_log)  # (K,)
     return level.clamp(min_level, max_level).to(torch.int64) - min_level
 
 
