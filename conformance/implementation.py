@@ -77,18 +77,28 @@ class Implementation:
     deviations: tuple[Deviation, ...]
     deviations_file: str | None
     tolerance: dict[str, tuple[float, float]]
+    # Every protocol name a test asked for, and whether the implementation has it.
+    requested: dict[str, bool] = dataclasses.field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         # Short: pytest prints it beside every failing test that takes ``impl``.
         return f"<Implementation {self.name} {self.version}>"
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        # Hypothesis' "Falsifying example" pretty-prints dataclasses field by field.
+        printer.text(repr(self))
 
     def has(self, name: str) -> bool:
         return hasattr(self.module, name)
 
     def get(self, name: str) -> Any:
         """Return the protocol name ``name``, or skip the test as not implemented."""
-        if not hasattr(self.module, name):
-            raise NotImplementedInImpl(f"not implemented: {self.name} does not expose {name!r}")
+        found = hasattr(self.module, name)
+        self.requested[name] = found
+        if not found:
+            exc = NotImplementedInImpl(f"not implemented: {self.name} does not expose {name!r}")
+            exc.protocol_name = name
+            raise exc
         return getattr(self.module, name)
 
     def claims(self, flavour: str) -> bool:

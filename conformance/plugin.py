@@ -26,6 +26,7 @@ What it does, in the order a run sees it:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -417,7 +418,93 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             ("SPEC.md clause", f"[{clause}] {s.clauses.get(clause, '(clause text not found)')}")
         )
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        s.results[item.nodeid] = _classify(item, report)
+        s.results[item.nodeid] = {**_classify(item, report), **_details(report, call)}
+
+
+MESSAGE_LIMIT = 4000  # characters of a failure message kept in the JSON report
+
+
+def _details(report: pytest.TestReport, call: pytest.CallInfo) -> dict:
+    """What a reader of the JSON report needs to act on one outcome."""
+    out: dict = {"duration_s": round(report.duration, 6), "message": None, "reason": None,
+                 "missing_name": None}
+    exc = call.excinfo.value if call.excinfo is not None else None
+    name = getattr(exc, "protocol_name", None)
+    if name is None and isinstance(exc, BaseExceptionGroup):
+        names = {getattr(e, "protocol_name", None) for e in exc.exceptions} - {None}
+        name = ", ".join(sorted(names)) or None
+    out["missing_name"] = name
+    if report.skipped and isinstance(report.longrepr, tuple):
+        out["reason"] = str(report.longrepr[2]).removeprefix("Skipped: ")
+    if hasattr(report, "wasxfail"):
+        out["reason"] = report.wasxfail or out["reason"]
+    if call.excinfo is not None and not report.skipped:
+        # exconly() keeps the assertion text (expected vs got) and the notes
+        # hypothesis attaches (its shrunk "Falsifying example: ...").
+        text = call.excinfo.exconly()
+        out["message"] = text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + " [...]"
+    return out
+
+
+def clause_rollup(results: dict[str, dict]) -> dict[str, dict]:
+    """Per SPEC.md clause: its component(s), tier, counts per status and one verdict
+    (failed > unexpected_pass > deviation > passed > not_implemented > skipped)."""
+    rollup: dict[str, dict] = {}
+    for r in results.values():
+        if not r["clause"]:
+            continue
+        entry = rollup.setdefault(r["clause"], {"tier": r["tier"], "components": [],
+                                                **{c: 0 for c in COLUMNS}})
+        entry[r["status"]] += 1
+        if r["component"] not in entry["components"]:
+            entry["components"].append(r["component"])
+    order = ("failed", "unexpected_pass", "deviation", "passed", "not_implemented", "skipped")
+    for entry in rollup.values():
+        entry["verdict"] = next(c for c in order if entry[c])
+    return dict(sorted(rollup.items()))
+
+
+def _versions(s: ConformanceSession, config: pytest.Config) -> dict:
+    import platform
+
+    import hypothesis
+
+    spec = spec_path()
+    profile = settings._current_profile
+    current = settings.get_profile(profile) if profile else settings.default
+    seed = config.getoption("hypothesis_seed", default=None)
+    if isinstance(seed, str) and seed.lstrip("-").isdigit():
+        seed = int(seed)  # hypothesis reads a numeric --hypothesis-seed as that int
+    try:
+        import torchvision
+        tv = torchvision.__version__
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        tv = None
+    from conformance import __version__ as suite_version
+    return {
+        "detspec": suite_version,
+        "spec_md_sha256": hashlib.sha256(spec.read_bytes()).hexdigest() if spec else None,
+        "torch": torch.__version__,
+        "torchvision": tv,
+        "hypothesis": hypothesis.__version__,
+        "pytest": pytest.__version__,
+        "python": platform.python_version(),
+        "hypothesis_profile": profile,
+        "hypothesis_derandomize": bool(current.derandomize),
+        "hypothesis_max_examples": current.max_examples,
+        # None: hypothesis drew a fresh seed per test (the failure message then
+        # carries the reproduce blob); derandomized runs need none.
+        "hypothesis_seed": seed,
+    }
+
+
+def _protocol_lines(s: ConformanceSession) -> list[str]:
+    asked = s.impl.requested
+    have = sorted(n for n, ok in asked.items() if ok)
+    lack = sorted(n for n, ok in asked.items() if not ok)
+    return [f"protocol names exposed by {s.impl.name} ({len(have)} of the {len(asked)} "
+            f"the tests asked for): {', '.join(have) or 'none'}",
+            f"protocol names {s.impl.name} lacks ({len(lack)}): {', '.join(lack) or 'none'}"]
 
 
 def _only_not_implemented(exc: BaseException) -> bool:
@@ -502,6 +589,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     for tier in TIERS:
         row = tiers.get(tier, {c: 0 for c in COLUMNS})
         tr.write_line(f"{'tier ' + tier:<16}" + "".join(f"{row[c]:>17}" for c in COLUMNS))
+    for line in _protocol_lines(s):
+        tr.write_line(line)
     unexpected = [r for r in s.results.values() if r["status"] == "unexpected_pass"]
     for r in unexpected:
         tr.write_line(
@@ -519,6 +608,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
                 "deviations_file": s.impl.deviations_file,
             },
             "device": str(s.device),
+            "versions": _versions(s, config),
+            "protocol_names": {"exposed": sorted(n for n, ok in s.impl.requested.items() if ok),
+                               "lacking": sorted(n for n, ok in s.impl.requested.items()
+                                                 if not ok)},
+            "duration_s": round(sum(r["duration_s"] for r in s.results.values()), 3),
+            "clauses": clause_rollup(s.results),
             "components": table,
             "tiers": {t: tiers.get(t, {c: 0 for c in COLUMNS}) for t in TIERS},
             "tier_selected": selected,

@@ -32,6 +32,7 @@ def nms(boxes, scores, thr):
 TESTS = '''
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from conformance.checks import assert_close
 
@@ -48,6 +49,11 @@ def test_missing_name(impl):
 @pytest.mark.spec("HAR-1")
 def test_not_implemented_call(impl):
     impl.get("nms")(None, None, 0.5)
+
+@pytest.mark.spec("HAR-1")
+@given(x=st.integers(0, 100))
+def test_property_fails(impl, x):
+    assert impl.get("box_iou")(x) < 50
 
 @pytest.mark.spec("HAR-2")
 def test_renamed_deviation_one(impl):
@@ -110,6 +116,41 @@ def test_readme_and_spec_say_the_deviations_file_is_package_data():
         text = (REPO / doc).read_text(encoding="utf-8")
         assert "package data" in text and "package-data" in text, doc
         assert "NMS-2  # " in text, doc
+
+
+# --------------------------------------------------------------------------- item 3: JSON report
+def test_the_json_report_says_what_to_act_on(port):
+    report = port / "r.json"
+    proc = run(port, f"--conformance-report={report}", "--hypothesis-seed=7")
+    data = json.loads(report.read_text())
+    tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
+    close = tests["test_close_fails"]
+    assert close["status"] == "failed"
+    assert "Mismatched elements" in close["message"] and "iou" in close["message"]
+    prop = tests["test_property_fails"]
+    assert "Falsifying example" in prop["message"] and "x=25" in prop["message"], prop
+    missing = tests["test_missing_name"]
+    assert missing["missing_name"] == "box_area"
+    assert "does not expose 'box_area'" in missing["reason"]
+    assert tests["test_not_implemented_call"]["reason"] == "not implemented: port has no NMS yet"
+    assert tests["test_renamed_deviation_one"]["reason"] == "declared deviation: port counts twice"
+    assert all(isinstance(t["duration_s"], float) for t in data["tests"])
+    versions = data["versions"]
+    import hashlib
+
+    import torch
+    assert versions["torch"] == torch.__version__
+    assert versions["spec_md_sha256"] == hashlib.sha256((REPO / "SPEC.md").read_bytes()).hexdigest()
+    assert versions["detspec"] and versions["hypothesis_profile"] in ("ci", "dev", "thorough")
+    assert versions["hypothesis_seed"] == 7
+    har1 = data["clauses"]["HAR-1"]
+    assert har1["verdict"] == "failed" and har1["failed"] == 2 and har1["not_implemented"] == 2
+    assert data["clauses"]["HAR-2"]["verdict"] == "deviation"
+    assert data["protocol_names"] == {"exposed": ["box_iou", "nms"], "lacking": ["box_area"]}
+    out = proc.stdout
+    assert out.count("protocol names exposed by port (2 of the 3 the tests asked for): "
+                     "box_iou, nms") == 1, out
+    assert "protocol names port lacks (1): box_area" in out
 
 
 # --------------------------------------------------------------------------- item 4: failures
