@@ -848,3 +848,12 @@ def test_mmdet_and_detectron2_retinanet_anchors_differ_only_in_order(impl, devic
         b_as_mmdet = b.reshape(-1, 3, 3, 4).transpose(0, 2, 1, 3).reshape(-1, 9, 4)
         np.testing.assert_allclose(a, b_as_mmdet, atol=1e-4)
         assert not np.allclose(a, b)
+
+
+@pytest.mark.spec("ANC-13")
+def test_anchor_starting_at_plus_infinity_is_outside(impl, device):
+    # x1 = +inf passes x1 >= -b, and x2 < W + b holds for a finite x2: only a
+    # finiteness test puts this (inverted, non-finite) anchor outside.
+    inf = float("inf")
+    boxes = [[inf, 0, 5, 5], [0, inf, 5, 5], [0, 0, 5, 5]]
+    assert _inside(impl, device, boxes, border=0) == [False, False, True]

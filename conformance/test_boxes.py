@@ -629,3 +629,30 @@ def test_box_area_propagates_non_finite_coordinates(impl, device):
 def test_bad_eps_raises_naming_eps(impl, device, eps):
     raises_value_error(impl.get("box_iou"), t(GOOD, device), t(GOOD, device), eps=eps,
                        match="eps")
+
+
+# --------------------------------------------------------------------------- coordinate range
+@pytest.mark.spec("IOU-18")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_overlaps_hold_up_to_the_guaranteed_coordinate_range(impl, device, dtype):
+    # Half of a 2e18 x 2e18 box: the areas (4e36) are near float32's limit (3.4e38).
+    e = 1e18
+    b1 = torch.tensor([[-e, -e, e, e]], dtype=dtype, device=device)
+    b2 = torch.tensor([[0.0, -e, e, e]], dtype=dtype, device=device)
+    for mode, want in (("iou", 0.5), ("iof", 0.5), ("giou", 0.5)):
+        got = impl.get("box_iou")(b1, b2, mode=mode)
+        assert torch.isfinite(got).all() and abs(float(got) - want) < 1e-6, (mode, got)
+    for name in ("pairwise_iou", "box_iou_torchvision"):
+        got = impl.get(name)(b1, b2)
+        assert abs(float(got) - 0.5) < 1e-6, (name, got)
+
+
+@pytest.mark.spec("IOU-V9")
+@pytest.mark.parametrize("name", ["box_iou", "pairwise_iou", "box_iou_torchvision"])
+@pytest.mark.parametrize("scale", [1e20, -1e30])
+def test_coordinates_beyond_the_guaranteed_range_raise(impl, device, name, scale):
+    fn = impl.get(name)
+    big = torch.tensor([[0.0, 0.0, scale, abs(scale)]], device=device)
+    small = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=device)
+    raises_value_error(fn, big, small, match="boxes1")
+    raises_value_error(fn, small, big, match="boxes2")

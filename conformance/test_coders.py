@@ -824,3 +824,16 @@ def test_reference_bbox2distance_rejects_max_dis_not_above_eps(impl, device):
     p, b = tensor([[10.0, 10.0]], device), tensor([[4.0, 6.0, 20.0, 30.0]], device)
     raises_value_error(impl.get("bbox2distance"), p, b, max_dis=0.1, match="max_dis")
     raises_value_error(impl.get("bbox2distance"), p, b, max_dis=0.05, eps=0.1, match="max_dis")
+
+
+@pytest.mark.parametrize("make", [DELTA_CODERS[0], DELTA_CODERS[2]])
+@pytest.mark.spec("COD-27")
+def test_encoding_an_inverted_box_gives_nan_in_its_row_only(impl, device, make):
+    # The log of a negative width is NaN: propagated in that row, nothing raised,
+    # whether the prior or the gt is the inverted one.
+    coder = make(impl)
+    priors = tensor([[0.0, 0.0, 10.0, 10.0], [10.0, 0.0, 0.0, 10.0], [0.0, 0.0, 10.0, 10.0]], device)
+    targets = tensor([TARGET[0], TARGET[0], [8.0, 0.0, 2.0, 10.0]], device)
+    out = to_numpy(coder.encode(priors, targets))
+    assert np.isnan(out[1]).any() and np.isnan(out[2]).any()
+    np.testing.assert_allclose(out[0], [1.0, 0.5, math.log(2), 0.0], rtol=1e-5, atol=1e-6)

@@ -759,3 +759,46 @@ def test_bad_types_options_and_devices_are_errors(impl, device):
     raises_value_error(l1, torch.zeros(2, 4, device=device), elsewhere, match="target")
     raises_value_error(impl.get("torchvision_per_image_mean"), tensor([1.0, 2.0], device), [1],
                        match="loss_per_image")
+
+
+# --------------------------------------------------------------------------- non-finite inputs
+_NAN_CASES = [  # (loss, pred shape, target builder)
+    ("sigmoid_focal_loss", (4, 3), lambda: torch.tensor([0, 1, 3, 2])),
+    ("quality_focal_loss", (4, 3), lambda: (torch.tensor([0, 1, 3, 2]), torch.full((4,), 0.5))),
+    ("cross_entropy_loss", (4, 3), lambda: torch.tensor([0, 1, 2, 2])),
+    ("binary_cross_entropy_loss", (4, 3), lambda: torch.full((4, 3), 0.5)),
+    ("l1_loss", (4, 3), lambda: torch.zeros(4, 3)),
+    ("smooth_l1_loss", (4, 3), lambda: torch.zeros(4, 3)),
+]
+
+
+@pytest.mark.spec("LOSS-30")
+@pytest.mark.parametrize("name,shape,target", _NAN_CASES, ids=[c[0] for c in _NAN_CASES])
+@pytest.mark.parametrize("where", ["pred", "target"])
+def test_nan_inputs_propagate_to_the_loss_without_error(impl, device, name, shape, target, where):
+    loss_fn = impl.get(name)
+    pred = torch.zeros(shape, device=device)
+    tgt = target()
+    tgt = tuple(t.to(device) for t in tgt) if isinstance(tgt, tuple) else tgt.to(device)
+    if where == "pred":
+        pred[1, 0] = float("nan")
+    elif isinstance(tgt, tuple):
+        tgt[1][1] = float("nan")
+    elif tgt.is_floating_point():
+        tgt[1, 0] = float("nan")
+    else:
+        pytest.skip("integer labels have no NaN")
+    per_element = loss_fn(pred, tgt, reduction="none")
+    assert torch.isnan(loss_fn(pred, tgt, reduction="sum"))
+    assert torch.isnan(per_element).any()
+    rows = per_element.reshape(shape[0], -1)
+    assert torch.isfinite(rows[[0, 2, 3]]).all(), "a NaN in row 1 must not reach other rows"
+
+
+@pytest.mark.spec("IOU-V9")
+def test_giou_loss_rejects_coordinates_beyond_the_guaranteed_range(impl, device):
+    giou_loss = impl.get("giou_loss")
+    big = tensor([[0.0, 0.0, 1e20, 1e20]], device)
+    small = tensor([[0.0, 0.0, 1.0, 1.0]], device)
+    raises_value_error(giou_loss, big, small, match="pred")
+    raises_value_error(giou_loss, small, big, match="target")

@@ -495,3 +495,31 @@ def test_batched_nms_keeps_boxes_an_upstream_offset_would_collide(impl, device):
     boxes = tensor([[-29, -29, -19, -19], [-20, -20, -10, -10]], device)
     kept = batched_nms(boxes, tensor([0.9, 0.8], device), tensor([0, 1], device, torch.int64), 0.5)
     assert _indices(kept) == [0, 1]
+
+
+# --------------------------------------------------------------------------- edges
+@pytest.mark.spec("IOU-V9")
+@pytest.mark.parametrize("name", ["nms", "nms_reference", "batched_nms"])
+def test_nms_rejects_coordinates_beyond_the_guaranteed_range(impl, device, name):
+    # At 1e30 px float32 areas overflow to inf and IoU = inf / inf = NaN > thr is
+    # False: the second box, identical to the first, would wrongly survive.
+    fn = impl.get(name)
+    boxes = tensor([[0.0, 0.0, 1e30, 1e30], [0.0, 0.0, 1e30, 1e30]], device)
+    scores = tensor([0.9, 0.8], device)
+    extra = (torch.zeros(2, dtype=torch.int64, device=device),) if name == "batched_nms" else ()
+    raises_value_error(fn, boxes, scores, *extra, 0.5, match="boxes")
+
+
+@pytest.mark.spec("NMS-12")
+def test_nms_reference_is_memory_bounded(impl, device):
+    from conformance.checks import peak_extra_bytes
+
+    nms_reference = impl.get("nms_reference")
+    n = 4000  # the (N, N) float32 IoU matrix alone would be 64 MB
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand((n, 2), generator=gen) * 4000
+    boxes = torch.cat([xy, xy + 8 + torch.rand((n, 2), generator=gen) * 20], 1).to(device)
+    scores = torch.rand(n, generator=gen).to(device)
+    extra, keep = peak_extra_bytes(lambda: nms_reference(boxes, scores, 0.5), device)
+    assert torch.equal(keep.cpu().sort().values, impl.get("nms")(boxes, scores, 0.5).cpu().sort().values)
+    assert extra <= 16e6, f"nms_reference of {n} boxes raised the peak by {extra / 1e6:.1f} MB"

@@ -269,3 +269,33 @@ def test_multi_level_pooler_of_no_rois_is_empty(impl, device):
                                                                         device=device)]
     out = pooler(features, torch.zeros((0, 5), device=device))
     assert tuple(out.shape) == (0, 5, 7, 7)
+
+
+# --------------------------------------------------------------------------- edges
+@pytest.mark.spec("ROI-8")
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_inverted_boxes_map_to_the_first_level(impl, device, flavour):
+    map_rois_to_levels = impl.get("map_rois_to_levels")
+    boxes = tensor([[10, 10, 0, 0], [0, 10, 500, 0], [0, 0, 500, 500]], device)
+    levels = map_rois_to_levels(boxes, flavour, 2, 5).tolist()
+    assert levels[:2] == [0, 0] and 0 <= levels[2] <= 3
+
+
+@pytest.mark.spec("ROI-8")
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_boxes_have_no_level_and_raise(impl, device, bad):
+    map_rois_to_levels = impl.get("map_rois_to_levels")
+    raises_value_error(map_rois_to_levels, tensor([[0, 0, bad, 5]], device), "mmdet", 2, 5,
+                       match="boxes")
+    pooler = impl.get("MultiLevelRoIPooler")(output_size=2, scales=(1 / 4, 1 / 8))
+    features = [torch.ones((1, 2, 8, 8), device=device), torch.ones((1, 2, 4, 4), device=device)]
+    raises_value_error(pooler, features, tensor([[0, 0, 0, bad, 5]], device), match="rois")
+
+
+@pytest.mark.spec("ROI-8")
+def test_pooler_pools_an_inverted_roi_from_the_first_level_not_zeros(impl, device):
+    pooler = impl.get("MultiLevelRoIPooler")(output_size=2, scales=(1 / 4, 1 / 8),
+                                             sampling_ratio=2, aligned=True)
+    features = [torch.ones((1, 2, 8, 8), device=device), torch.full((1, 2, 4, 4), 2.0, device=device)]
+    out = pooler(features, tensor([[0, 12, 0, 4, 8]], device))  # x2 < x1: a negative area
+    assert torch.equal(out.cpu(), torch.ones((1, 2, 2, 2))), out

@@ -33,11 +33,11 @@ Protocol names: ``box_area``, ``box_iou`` (mmdet), ``pairwise_iou`` (detectron2)
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from typing import Callable
 
 import torch
+
+from reference import validate as check
 
 __all__ = ["box_area", "box_iou", "pairwise_iou", "box_iou_torchvision"]
 
@@ -105,8 +105,7 @@ def box_iou(
     _check_mode(mode)
     if not isinstance(is_aligned, bool):
         raise TypeError(f"is_aligned must be a bool, got {type(is_aligned).__name__}")
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    eps = check.number("eps", eps, low=0, low_open=True)
     _check_pair(boxes1, boxes2, min_ndim=2)
     if is_aligned and boxes1.shape[-2] != boxes2.shape[-2]:
         raise ValueError(
@@ -243,44 +242,30 @@ def _fill_pairwise_in_chunks(out, boxes1, boxes2, ratio) -> None:
 
 # --------------------------------------------------------------------------- validation
 def _check_mode(mode) -> None:
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    check.choice("mode", mode, MODES)
 
 
 def _check_boxes(name: str, boxes, min_ndim: int, max_ndim: int | None = None) -> None:
     """Type, dtype and shape of one box argument."""
-    if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(boxes).__name__}")
-    if not boxes.is_floating_point():
-        raise ValueError(f"{name} must have a floating dtype, got {boxes.dtype}")
-    shape_text = "(..., 4)" if min_ndim == 1 else ("(N, 4)" if max_ndim == 2 else "(..., N, 4)")
-    if boxes.dim() < min_ndim or (max_ndim is not None and boxes.dim() > max_ndim) \
-            or boxes.shape[-1] != 4:
-        raise ValueError(f"{name} must have shape {shape_text}, got {tuple(boxes.shape)}")
+    ndim = None if max_ndim is None else range(min_ndim, max_ndim + 1)
+    check.tensor(name, boxes, ndim=ndim, min_ndim=min_ndim, last=4, dtype="floating")
 
 
 def _check_finite(name: str, boxes: torch.Tensor) -> None:
     # One reduction and one host sync per argument; cheap next to the (M, N) work.
-    if boxes.numel() and not bool(torch.isfinite(boxes).all()):
-        raise ValueError(f"{name} must hold finite coordinates, got NaN or inf")
+    # Finite and within COORD_LIMIT, where float32 areas cannot overflow (IOU-18).
+    check.in_range(name, boxes)
 
 
 def _check_pair(boxes1, boxes2, min_ndim: int, max_ndim: int | None = None) -> None:
     """Both box arguments, then how they relate, then (last: it reads the data) finiteness."""
     _check_boxes("boxes1", boxes1, min_ndim, max_ndim)
     _check_boxes("boxes2", boxes2, min_ndim, max_ndim)
-    if boxes1.dtype != boxes2.dtype:
-        raise ValueError(
-            f"boxes1 and boxes2 must have the same dtype, got {boxes1.dtype} and {boxes2.dtype}"
-        )
-    if boxes1.device != boxes2.device:
-        raise ValueError(
-            f"boxes1 and boxes2 must be on the same device, got {boxes1.device} and {boxes2.device}"
-        )
+    if boxes2.dtype != boxes1.dtype:
+        raise check.fail("boxes2", f"boxes1's dtype {boxes1.dtype}", boxes2)
+    check.same_device(boxes1=boxes1, boxes2=boxes2)
     if boxes1.shape[:-2] != boxes2.shape[:-2]:
-        raise ValueError(
-            "boxes1 and boxes2 must have the same leading (batch) dims, got "
-            f"{tuple(boxes1.shape[:-2])} and {tuple(boxes2.shape[:-2])}"
-        )
+        raise check.fail("boxes2", f"boxes1's leading (batch) dims {tuple(boxes1.shape[:-2])}",
+                         boxes2)
     _check_finite("boxes1", boxes1)
     _check_finite("boxes2", boxes2)
