@@ -182,6 +182,110 @@ def _last_row_where(mask_fn, num_rows: int, num_cols: int, device) -> torch.Tens
     return last
 
 
+# --------------------------------------------------------------------------- one-pass scans
+# Blocks of the one-pass scans hold about this many elements (1 MiB of float32):
+# a (G, chunk) block stays in cache while its IoU, column max and row max are taken.
+_SCAN_ELEMENTS = 1 << 18
+
+
+class _ColumnScan(NamedTuple):
+    """What one pass over the column blocks of a (G, N) matrix yields.
+
+    col_max, col_argmax: (N,) each column's max and the FIRST row reaching it
+        (as ``matrix.max(dim=0)``). row_max: (G,) each row's max (``amax(dim=1)``).
+    block_row_max: (B, G) each block's row maxima; blocks: the B column slices.
+    """
+
+    col_max: torch.Tensor
+    col_argmax: torch.Tensor
+    row_max: torch.Tensor
+    block_row_max: torch.Tensor
+    blocks: list
+
+
+def _scan_columns(block_of, num_rows: int, num_cols: int, dtype, device) -> _ColumnScan:
+    """One pass over (G, chunk) blocks instead of separate passes for each reduction.
+
+    ``block_of(cols, rows)`` returns the matrix's block for a column slice and
+    rows (a (r,) index tensor, or None for all): computed (IoU of boxes) or read
+    (a given matrix). Every reduction sees exactly the values of the full matrix,
+    so the results equal the full-matrix ones bit for bit, ties included.
+    """
+    step = max(1, _SCAN_ELEMENTS // max(num_rows, 1))
+    blocks = [slice(start, min(start + step, num_cols)) for start in range(0, num_cols, step)]
+    col_max = torch.empty(num_cols, dtype=dtype, device=device)  # (N,)
+    col_argmax = torch.empty(num_cols, dtype=torch.int64, device=device)  # (N,)
+    block_row_max = torch.empty((len(blocks), num_rows), dtype=dtype, device=device)  # (B, G)
+    for b, cols in enumerate(blocks):
+        block = block_of(cols, None)  # (G, chunk)
+        torch.max(block, dim=0, out=(col_max[cols], col_argmax[cols]))
+        torch.amax(block, dim=1, out=block_row_max[b])
+    return _ColumnScan(col_max, col_argmax, block_row_max.amax(dim=0), block_row_max, blocks)
+
+
+def _last_row_at_its_max(block_of, scan: _ColumnScan, eligible: torch.Tensor) -> torch.Tensor:
+    """(N,) int64: for each column, the highest eligible row r with matrix[r, c] ==
+    row_max[r] (exact ``==``, every tie), else -1.
+
+    Only blocks in which a row reaches its overall max can hold such columns, and
+    only those rows are looked at again: usually a few rows of a few blocks (a
+    gt overlapping nothing ties at 0 everywhere: then its row, in every block).
+    """
+    num_cols = scan.col_max.shape[0]
+    device = scan.col_max.device
+    owner = torch.full((num_cols,), -1, dtype=torch.int64, device=device)  # (N,)
+    reaches = (scan.block_row_max == scan.row_max) & eligible  # (B, G)
+    for b in torch.nonzero(reaches.any(dim=1)).squeeze(1).tolist():
+        cols = scan.blocks[b]
+        rows = torch.nonzero(reaches[b]).squeeze(1)  # (r,)
+        tied = block_of(cols, rows) == scan.row_max[rows, None]  # (r, chunk)
+        owner[cols] = torch.where(tied, rows[:, None], -1).amax(dim=0)
+    return owner
+
+
+def _first_column_at_max(block_of, scan: _ColumnScan, rows: torch.Tensor) -> torch.Tensor:
+    """(r,) int64: for the given rows, the FIRST column reaching the row's max
+    (as ``matrix.max(dim=1)`` indices)."""
+    first_block = (scan.block_row_max[:, rows] == scan.row_max[rows]).int().argmax(dim=0)  # (r,)
+    columns = torch.empty_like(rows)  # (r,)
+    for b in torch.unique(first_block).tolist():
+        cols = scan.blocks[b]
+        here = torch.nonzero(first_block == b).squeeze(1)  # positions in rows
+        hit = block_of(cols, rows[here]) == scan.row_max[rows[here], None]  # (h, chunk)
+        columns[here] = hit.int().argmax(dim=1) + cols.start
+    return columns
+
+
+def _matrix_blocks(matrix: torch.Tensor):
+    """``block_of`` reading a given (G, N) matrix."""
+
+    def block_of(cols: slice, rows: Optional[torch.Tensor]) -> torch.Tensor:
+        return matrix[:, cols] if rows is None else matrix[rows, cols]
+
+    return block_of
+
+
+def _iou_blocks(gt_bboxes: torch.Tensor, bboxes: torch.Tensor,
+                ignored: Optional[torch.Tensor]):
+    """``block_of`` computing ``box_iou(gt_bboxes, bboxes)`` block by block (same
+    values bit for bit), with ignored priors' columns set to -1."""
+    work = _boxes._compute_dtype(bboxes.dtype)
+    gts, priors = gt_bboxes.to(work), bboxes.to(work)
+    buffer = torch.empty(gt_bboxes.shape[0] * min(bboxes.shape[0], max(
+        1, _SCAN_ELEMENTS // max(gt_bboxes.shape[0], 1))), dtype=work, device=bboxes.device)
+
+    def block_of(cols: slice, rows: Optional[torch.Tensor]) -> torch.Tensor:
+        a = gts if rows is None else gts.index_select(0, rows)  # (r, 4)
+        b = priors[cols]  # (chunk, 4)
+        out = buffer[:a.shape[0] * b.shape[0]].view(a.shape[0], b.shape[0])  # (r, chunk)
+        block = _boxes.iou_block_into(out, a, b, _boxes.MMDET_IOU, 1e-6).to(bboxes.dtype)
+        if ignored is not None:
+            block = block.masked_fill(ignored[cols], -1)
+        return block
+
+    return block_of
+
+
 # --------------------------------------------------------------------------- mmdet MaxIoU
 @dataclasses.dataclass(frozen=True)
 class MaxIoUAssigner:
@@ -250,9 +354,10 @@ class MaxIoUAssigner:
         _check_same_device(bboxes=bboxes, gt_bboxes=gt_bboxes,
                            gt_bboxes_ignore=gt_bboxes_ignore, gt_labels=gt_labels)
 
-        overlaps = _boxes.box_iou(gt_bboxes, bboxes)  # (G, N)
+        _boxes._check_pair(gt_bboxes, bboxes, min_ndim=2, max_ndim=2)  # as box_iou checks
         use_ignore = (self.ignore_iof_thr > 0 and gt_bboxes_ignore is not None
                       and gt_bboxes_ignore.numel() > 0 and bboxes.numel() > 0)
+        ignored = None  # (N,) bool: priors covered by an ignore box, overlap -1 with every gt
         if use_ignore:
             if self.ignore_wrt_candidates:
                 iof = _boxes.box_iou(bboxes, gt_bboxes_ignore, mode="iof")  # (N, I)
@@ -260,8 +365,10 @@ class MaxIoUAssigner:
             else:
                 iof = _boxes.box_iou(gt_bboxes_ignore, bboxes, mode="iof")  # (I, N)
                 ignore_max = iof.amax(dim=0)  # (N,)
-            overlaps[:, ignore_max > self.ignore_iof_thr] = -1
-        return self._assign(overlaps, gt_labels)
+            ignored = ignore_max > self.ignore_iof_thr
+        # The (G, N) IoU matrix is never held whole: see _scan_columns.
+        return self._assign_blocks(_iou_blocks(gt_bboxes, bboxes, ignored), gt_bboxes.shape[0],
+                                   bboxes.shape[0], bboxes.dtype, bboxes.device, gt_labels)
 
     def assign_wrt_overlaps(self, overlaps: torch.Tensor,
                             gt_labels: Optional[torch.Tensor] = None) -> AssignResult:
@@ -275,9 +382,45 @@ class MaxIoUAssigner:
             raise ValueError("overlaps: expected no NaN values, found NaN")
         _check_gt_labels(gt_labels, overlaps.shape[0])
         _check_same_device(overlaps=overlaps, gt_labels=gt_labels)
-        return self._assign(overlaps, gt_labels)
+        return self._assign_blocks(_matrix_blocks(overlaps), *overlaps.shape, overlaps.dtype,
+                                   overlaps.device, gt_labels)
+
+    def _assign_blocks(self, block_of, num_gts: int, num_priors: int, dtype, device,
+                       gt_labels: Optional[torch.Tensor]) -> AssignResult:
+        """Steps 1-4 of ``_assign`` in one pass over column blocks of the overlaps.
+
+        Just an optimisation of ``_assign`` (the step list on the whole matrix),
+        tested against it bit for bit: the pass yields each prior's best gt and
+        each gt's best IoU together; the low-quality step then revisits only the
+        blocks where some gt reaches its best IoU.
+        """
+        if num_gts == 0 or num_priors == 0:
+            empty = torch.empty((num_gts, num_priors), dtype=dtype, device=device)
+            return self._assign(empty, gt_labels)
+        gt_inds = torch.full((num_priors,), -1, dtype=torch.int64, device=device)  # (N,)
+        scan = _scan_columns(block_of, num_gts, num_priors, dtype, device)
+        max_overlaps, argmax_overlaps = scan.col_max, scan.col_argmax  # (N,), (N,)
+        lo, hi = self._negative_range()
+        gt_inds[(max_overlaps >= lo) & (max_overlaps < hi)] = 0
+        pos = max_overlaps >= self.pos_iou_thr
+        gt_inds[pos] = argmax_overlaps[pos] + 1
+        if self.match_low_quality:
+            eligible = scan.row_max >= self.min_pos_iou  # (G,)
+            if self.gt_max_assign_all:
+                owner = _last_row_at_its_max(block_of, scan, eligible)  # (N,)
+            else:
+                owner = torch.full((num_priors,), -1, dtype=torch.int64, device=device)
+                gts = torch.nonzero(eligible).squeeze(1)  # (g,)
+                if len(gts):
+                    owner.scatter_reduce_(0, _first_column_at_max(block_of, scan, gts), gts,
+                                          reduce="amax")
+            claimed_by_some_gt = owner >= 0
+            gt_inds[claimed_by_some_gt] = owner[claimed_by_some_gt] + 1
+        labels = None if gt_labels is None else _labels_of(gt_inds, gt_labels)
+        return AssignResult(num_gts, gt_inds, max_overlaps, labels)
 
     def _assign(self, overlaps: torch.Tensor, gt_labels: Optional[torch.Tensor]) -> AssignResult:
+        """The step list on the whole (G, N) matrix: the readable version of _assign_blocks."""
         num_gts, num_priors = overlaps.shape
         device = overlaps.device
 
@@ -349,14 +492,14 @@ def _label_by_thresholds(values: torch.Tensor, thresholds: Sequence[float],
     return out
 
 
-def _best_prior_columns(quality: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: priors at some gt's maximum quality, ties included (exact ``==``)."""
-    num_gts, num_priors = quality.shape
-    best = quality.amax(dim=1)  # (G,)
-    hit = torch.zeros(num_priors, dtype=torch.bool, device=quality.device)  # (N,)
-    for cols in _column_chunks(num_gts, num_priors):
-        hit[cols] = (quality[:, cols] == best[:, None]).any(dim=0)
-    return hit
+def _best_prior_columns(quality: torch.Tensor, scan: _ColumnScan) -> torch.Tensor:
+    """(N,) bool: priors at some gt's maximum quality, ties included (exact ``==``).
+
+    Readable form: ``(quality == quality.amax(dim=1)[:, None]).any(dim=0)``; here
+    only the blocks where a gt reaches its maximum are compared again.
+    """
+    every_gt = torch.ones(quality.shape[0], dtype=torch.bool, device=quality.device)  # (G,)
+    return _last_row_at_its_max(_matrix_blocks(quality), scan, every_gt) >= 0
 
 
 def _check_quality(quality) -> None:
@@ -413,10 +556,14 @@ class Matcher:
         if (quality < 0).any():
             raise ValueError("match_quality_matrix: expected values >= 0, found negatives")
 
-        matched_vals, matches = quality.max(dim=0)  # (N,), (N,)
+        # One pass over column blocks gives the max and argmax of each column and each
+        # gt's best quality (what quality.max(dim=0) and quality.amax(dim=1) give).
+        scan = _scan_columns(_matrix_blocks(quality), num_gts, num_priors, quality.dtype,
+                             quality.device)
+        matched_vals, matches = scan.col_max, scan.col_argmax  # (N,), (N,)
         labels = _label_by_thresholds(matched_vals, self.thresholds, self.labels)  # (N,)
         if self.allow_low_quality_matches:
-            labels[_best_prior_columns(quality)] = 1
+            labels[_best_prior_columns(quality, scan)] = 1
         return MatchResult(matches, labels)
 
 
@@ -452,12 +599,14 @@ class TorchvisionMatcher:
                              "torchvision's matcher needs at least one gt")
         if quality.shape[1] == 0:
             raise ValueError("match_quality_matrix: no proposal boxes (0 columns)")
-        matched_vals, argmax = quality.max(dim=0)  # (N,), (N,)
+        scan = _scan_columns(_matrix_blocks(quality), *quality.shape, quality.dtype,
+                             quality.device)  # as in Matcher.__call__
+        matched_vals, argmax = scan.col_max, scan.col_argmax  # (N,), (N,)
         # Same bands as detectron2 with thresholds [low, high], labels [-1, -2, keep].
         band = _label_by_thresholds(matched_vals, [-math.inf, self.low_threshold,
                                                    self.high_threshold, math.inf], [0, -1, 1])
         if self.allow_low_quality_matches:
-            band[_best_prior_columns(quality)] = 1
+            band[_best_prior_columns(quality, scan)] = 1
         matches = argmax.clone()
         matches[band == 0] = self.BELOW_LOW_THRESHOLD
         matches[band == -1] = self.BETWEEN_THRESHOLDS

@@ -118,7 +118,7 @@ def box_iou(
 
     if is_aligned:
         return _aligned(boxes1, boxes2, ratio)
-    return _pairwise(boxes1, boxes2, ratio)
+    return _pairwise(boxes1, boxes2, ratio, MMDET_IOU if mode == "iou" else None, eps)
 
 
 def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
@@ -129,7 +129,7 @@ def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     intersection is divided by the exact union, so two identical tiny boxes give 1.
     """
     _check_pair(boxes1, boxes2, min_ndim=2, max_ndim=2)
-    return _pairwise(boxes1, boxes2, _iou_rule(DETECTRON2_IOU))
+    return _pairwise(boxes1, boxes2, _iou_rule(DETECTRON2_IOU), DETECTRON2_IOU)
 
 
 def box_iou_torchvision(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
@@ -139,7 +139,7 @@ def box_iou_torchvision(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
     Returns (M, N) of boxes1's dtype (what ``torchvision.ops.box_iou`` returns).
     """
     _check_pair(boxes1, boxes2, min_ndim=2, max_ndim=2)
-    return _pairwise(boxes1, boxes2, _iou_rule(TORCHVISION_IOU))
+    return _pairwise(boxes1, boxes2, _iou_rule(TORCHVISION_IOU), TORCHVISION_IOU)
 
 
 # --------------------------------------------------------------------------- the formula
@@ -209,13 +209,65 @@ def _aligned(boxes1, boxes2, ratio) -> torch.Tensor:
     return ratio(boxes1.to(work), boxes2.to(work)).to(boxes1.dtype)  # (..., N)
 
 
-def _pairwise(boxes1, boxes2, ratio) -> torch.Tensor:
-    """(..., M, N) overlaps of every pair, filled into one preallocated output."""
+def _pairwise(boxes1, boxes2, ratio, flavour: IouFlavour | None = None,
+              eps: float = 0.0) -> torch.Tensor:
+    """(..., M, N) overlaps of every pair, filled into one preallocated output.
+
+    flavour: set for plain IoU of 2-d inputs without gradients, which then takes
+    the in-place path ``iou_block_into`` (same values, bit for bit).
+    """
     out = boxes1.new_empty(boxes1.shape[:-1] + boxes2.shape[-2:-1])  # (..., M, N)
     if out.numel() == 0:
         return out
     work = _compute_dtype(boxes1.dtype)
-    _fill_pairwise_in_chunks(out, boxes1.to(work), boxes2.to(work), ratio)
+    boxes1, boxes2 = boxes1.to(work), boxes2.to(work)
+    fast = (flavour is not None and out.dim() == 2 and work == out.dtype
+            and not (torch.is_grad_enabled() and (boxes1.requires_grad or boxes2.requires_grad)))
+    if fast:
+        num_rows, num_cols = out.shape
+        if num_rows >= num_cols:  # slice the longer side
+            step = max(1, _CHUNK_ELEMENTS // num_cols)
+            for start in range(0, num_rows, step):
+                n = min(step, num_rows - start)
+                iou_block_into(out.narrow(0, start, n), boxes1.narrow(0, start, n), boxes2,
+                               flavour, eps)
+        else:
+            step = max(1, _CHUNK_ELEMENTS // num_rows)
+            for start in range(0, num_cols, step):
+                n = min(step, num_cols - start)
+                iou_block_into(out.narrow(1, start, n), boxes1, boxes2.narrow(0, start, n),
+                               flavour, eps)
+        return out
+    _fill_pairwise_in_chunks(out, boxes1, boxes2, ratio)
+    return out
+
+
+def iou_block_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, flavour: IouFlavour,
+                   eps: float = 0.0) -> torch.Tensor:
+    """out (m, n) <- IoU of a (m, 4) with b (n, 4), mode "iou", in place.
+
+    Steps 1-3 of the module docstring in the same float operations, in the same
+    order, as ``_overlap_of_broadcast_boxes`` (so the values are identical; tested
+    against it), but into two reused (m, n) buffers and ``out`` itself instead of
+    a fresh tensor per step: about a third fewer passes over memory. Just an
+    optimisation for large pairwise blocks (no autograd).
+    """
+    ax1, ay1, ax2, ay2 = (a[:, k:k + 1] for k in range(4))  # (m, 1) each
+    bx1, by1, bx2, by2 = b.unbind(-1)  # (n,) each
+    area_a = (ax2 - ax1) * (ay2 - ay1)  # (m, 1)
+    area_b = (bx2 - bx1) * (by2 - by1)  # (n,)
+    inter = torch.minimum(ax2, bx2)  # (m, n) buffer 1
+    spare = torch.maximum(ax1, bx1)  # (m, n) buffer 2
+    inter.sub_(spare).clamp_(min=0)  # intersection width
+    torch.minimum(ay2, by2, out=spare)
+    torch.maximum(ay1, by1, out=out)  # out as scratch
+    inter.mul_(spare.sub_(out).clamp_(min=0))  # width * height
+    union = torch.add(area_a, area_b, out=spare).sub_(inter)  # (area_a + area_b) - inter
+    if flavour.clamp_union_to_eps:
+        union.clamp_(min=eps)
+    torch.div(inter, union, out=out)
+    if flavour.zero_without_intersection:
+        torch.where(inter > 0, out, out.new_zeros(()), out=out)
     return out
 
 
