@@ -43,3 +43,26 @@ def random_boxes_scores(num: int, device, seed=0, size=1000.0):
     boxes = torch.cat([xy, xy + wh], 1)
     scores = torch.rand(num, generator=g)
     return boxes.to(device), scores.to(device)
+
+
+def torchvision_detector(name: str, num_classes: int, image_size):
+    """torchvision's own detector matching a reference config name (random weights).
+
+    torchvision models normalise and resize inside; both are turned off (mean 0,
+    std 1, min/max size = the image size) so the model sees exactly the tensors
+    the reference's detectors see. Names torchvision lacks raise NotImplementedError.
+    (Restored: 7bf63fc dropped it while test_training.py still calls it, which
+    turned torchvision's training rows into silent skips.)
+    """
+    from torchvision.models import detection
+
+    builders = {
+        "retinanet_r50_fpn": detection.retinanet_resnet50_fpn,
+        "faster_rcnn_r50_fpn": detection.fasterrcnn_resnet50_fpn,
+    }
+    if name not in builders:
+        raise NotImplementedError(f"torchvision has no detector matching {name!r}")
+    h, w = image_size
+    return builders[name](weights=None, weights_backbone=None, num_classes=num_classes,
+                          min_size=min(h, w), max_size=max(h, w),
+                          image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0])
