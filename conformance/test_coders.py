@@ -837,3 +837,26 @@ def test_encoding_an_inverted_box_gives_nan_in_its_row_only(impl, device, make):
     out = to_numpy(coder.encode(priors, targets))
     assert np.isnan(out[1]).any() and np.isnan(out[2]).any()
     np.testing.assert_allclose(out[0], [1.0, 0.5, math.log(2), 0.0], rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- upstream float32 order
+@pytest.mark.spec("COD-28")
+def test_weighted_coders_multiply_the_weight_first_as_upstream_does(impl, device):
+    # detectron2 get_deltas and torchvision encode_single compute wx * (gx - px) / pw:
+    # 10 * 2 / 3 = 6.6666665 in float32, where (2 / 3) / 0.1 would give 6.666667.
+    src = tensor([[0, 0, 3, 10]], device)
+    tgt = tensor([[0.5, 0, 6.5, 10]], device)
+    f32 = np.float32
+    expected_dx = f32(10) * (f32(3.5) - f32(1.5)) / f32(3)
+    expected_dw = f32(5) * np.log(f32(6) / f32(3))
+    checked = 0
+    if impl.has("Box2BoxTransform") and impl.claims("detectron2"):
+        d = to_numpy(impl.get("Box2BoxTransform")((10.0, 10.0, 5.0, 5.0)).get_deltas(src, tgt))
+        assert d[0, 0] == expected_dx == f32(6.6666665) and d[0, 2] == expected_dw
+        checked += 1
+    if impl.has("BoxCoder") and impl.claims("torchvision"):
+        d = to_numpy(impl.get("BoxCoder")((10.0, 10.0, 5.0, 5.0)).encode_single(tgt, src))
+        assert d[0, 0] == expected_dx and d[0, 2] == expected_dw
+        checked += 1
+    if not checked:
+        pytest.skip("no weighted (detectron2 or torchvision) coder implemented and claimed")

@@ -90,6 +90,13 @@ class DeltaFlavour:
     batch_dims: leading batch dims ``(B, N, 4)`` accepted; otherwise exactly 2-D.
     reject_empty_sources: encode raises if a source box has width or height <= 0
         (detectron2 asserts on widths) instead of returning inf/NaN deltas.
+    weighted: upstream multiplies the raw code by ``weights`` on encode
+        (``wx * (gx - px) / pw``) and divides by them on decode (detectron2,
+        torchvision), where mmdet normalises with ``(raw - means) / stds`` and
+        ``d * stds + means``. The same number in exact arithmetic, but not in
+        float32, and decoded boxes go on to NMS thresholds [COD-28].
+    centre_from_corner: a box's centre is ``x1 + 0.5 * w`` (detectron2,
+        torchvision) rather than mmdet's ``(x1 + x2) * 0.5``.
     """
 
     name: str
@@ -98,6 +105,8 @@ class DeltaFlavour:
     decode_dtype: torch.dtype | str | None
     batch_dims: bool
     reject_empty_sources: bool
+    weighted: bool = False
+    centre_from_corner: bool = False
 
 
 MMDET_DELTAS = DeltaFlavour(
@@ -106,29 +115,42 @@ MMDET_DELTAS = DeltaFlavour(
 )
 DETECTRON2_DELTAS = DeltaFlavour(
     "detectron2", clamp_below=False, encode_dtype=None, decode_dtype=torch.float32,
-    batch_dims=False, reject_empty_sources=True,
+    batch_dims=False, reject_empty_sources=True, weighted=True, centre_from_corner=True,
 )
 TORCHVISION_DELTAS = DeltaFlavour(
     "torchvision", clamp_below=False, encode_dtype=None, decode_dtype="deltas",
-    batch_dims=False, reject_empty_sources=False,
+    batch_dims=False, reject_empty_sources=False, weighted=True, centre_from_corner=True,
 )
 
 
 # --------------------------------------------------------------------------- shared core
-def _centre_and_size(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(..., 4) xyxy boxes -> centre x, centre y, width, height, each (...)."""
+def _centre_and_size(boxes: Tensor, from_corner: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(..., 4) xyxy boxes -> centre x, centre y, width, height, each (...).
+
+    The centre is ``(x1 + x2) * 0.5`` (mmdet) or ``x1 + 0.5 * w`` (``from_corner``:
+    detectron2, torchvision), each upstream's own rounding.
+    """
     x1, y1, x2, y2 = boxes.unbind(-1)
-    return (x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1
+    w, h = x2 - x1, y2 - y1
+    if from_corner:
+        return x1 + 0.5 * w, y1 + 0.5 * h, w, h
+    return (x1 + x2) * 0.5, (y1 + y2) * 0.5, w, h
 
 
-def _encode_deltas(sources: Tensor, targets: Tensor, means: Tensor, stds: Tensor) -> Tensor:
+def _encode_deltas(sources: Tensor, targets: Tensor, means: Tensor, stds: Tensor,
+                   flavour: DeltaFlavour, weights=None) -> Tensor:
     """Normalised deltas that move each source box onto its target.
 
     sources, targets: (..., 4) xyxy, same shape and dtype. means, stds: (4,).
-    Returns (..., 4) columns (dx, dy, dw, dh), ``(raw - means) / stds``.
+    Returns (..., 4) columns (dx, dy, dw, dh), ``(raw - means) / stds``, or with a
+    ``weighted`` flavour ``weights * raw`` in upstream's order (``wx * (gx - px) / pw``).
     """
-    px, py, pw, ph = _centre_and_size(sources)
-    gx, gy, gw, gh = _centre_and_size(targets)
+    px, py, pw, ph = _centre_and_size(sources, flavour.centre_from_corner)
+    gx, gy, gw, gh = _centre_and_size(targets, flavour.centre_from_corner)
+    if flavour.weighted:
+        wx, wy, ww, wh = weights
+        return torch.stack([wx * (gx - px) / pw, wy * (gy - py) / ph,
+                            ww * torch.log(gw / pw), wh * torch.log(gh / ph)], dim=-1)  # (..., 4)
     raw = torch.stack(
         [(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], dim=-1
     )  # (..., 4)
@@ -143,6 +165,8 @@ def _decode_deltas(
     scale_clamp: float,
     clamp_below: bool,
     ctr_clamp: float | None,
+    flavour: DeltaFlavour = MMDET_DELTAS,
+    weights=None,
 ) -> Tensor:
     """Boxes obtained by moving each prior by its (possibly class-specific) deltas.
 
@@ -153,9 +177,14 @@ def _decode_deltas(
     Returns (..., K*4) xyxy boxes.
     """
     num_classes = deltas.shape[-1] // 4
-    d = deltas.reshape(*deltas.shape[:-1], num_classes, 4) * stds + means  # (..., K, 4)
+    d = deltas.reshape(*deltas.shape[:-1], num_classes, 4)  # (..., K, 4)
+    if flavour.weighted:  # detectron2, torchvision: dx = delta / wx
+        d = d / torch.tensor(weights, dtype=d.dtype, device=d.device)
+    else:  # mmdet: delta * std + mean
+        d = d * stds + means
     dx, dy, dw, dh = d.unbind(-1)  # each (..., K)
-    px, py, pw, ph = (t.unsqueeze(-1) for t in _centre_and_size(priors))  # each (..., 1)
+    px, py, pw, ph = (t.unsqueeze(-1) for t in _centre_and_size(priors, flavour.centre_from_corner))
+    # px, py, pw, ph: each (..., 1)
 
     shift_x, shift_y = dx * pw, dy * ph  # centre shift in pixels, (..., K)
     if ctr_clamp is not None:
@@ -287,10 +316,11 @@ class _DeltaCoder:
 
     flavour: DeltaFlavour
 
-    def __init__(self, means, stds, scale_clamp: float) -> None:
+    def __init__(self, means, stds, scale_clamp: float, weights=None) -> None:
         self._means = means
         self._stds = stds
         self._scale_clamp = scale_clamp
+        self._weights = weights  # (wx, wy, ww, wh) of a weighted flavour
 
     def _encode(self, src_name: str, sources, dst_name: str, targets) -> Tensor:
         fl = self.flavour
@@ -302,7 +332,7 @@ class _DeltaCoder:
         dtype = _result_dtype(fl.encode_dtype, sources, targets)
         means = torch.tensor(self._means, dtype=dtype, device=sources.device)
         stds = torch.tensor(self._stds, dtype=dtype, device=sources.device)
-        return _encode_deltas(sources.to(dtype), targets.to(dtype), means, stds)
+        return _encode_deltas(sources.to(dtype), targets.to(dtype), means, stds, fl, self._weights)
 
     def _decode(self, priors_name: str, priors, deltas_name: str, deltas,
                 scale_clamp: float, ctr_clamp: float | None, max_shape) -> Tensor:
@@ -317,6 +347,7 @@ class _DeltaCoder:
         boxes = _decode_deltas(
             priors.to(dtype), deltas.to(dtype), means, stds,
             scale_clamp, clamp_below=fl.clamp_below and ctr_clamp is None, ctr_clamp=ctr_clamp,
+            flavour=fl, weights=self._weights,
         )
         return boxes if shape is None else _clip_to_image(boxes, shape)
 
@@ -398,7 +429,8 @@ class Box2BoxTransform(_DeltaCoder):
     def __init__(self, weights: Sequence[float], scale_clamp: float = DEFAULT_SCALE_CLAMP) -> None:
         self.weights = _four_floats("weights", weights, positive=True)
         self.scale_clamp = _positive_float("scale_clamp", scale_clamp)
-        super().__init__((0.0,) * 4, tuple(1.0 / w for w in self.weights), self.scale_clamp)
+        super().__init__((0.0,) * 4, tuple(1.0 / w for w in self.weights), self.scale_clamp,
+                         weights=self.weights)
 
     def get_deltas(self, src_boxes: Tensor, target_boxes: Tensor) -> Tensor:
         """(N, 4) src_boxes, (N, 4) target_boxes, xyxy -> (N, 4) weighted deltas.
@@ -433,7 +465,8 @@ class BoxCoder(_DeltaCoder):
                  bbox_xform_clip: float = DEFAULT_SCALE_CLAMP) -> None:
         self.weights = _four_floats("weights", weights, positive=True)
         self.bbox_xform_clip = _positive_float("bbox_xform_clip", bbox_xform_clip)
-        super().__init__((0.0,) * 4, tuple(1.0 / w for w in self.weights), self.bbox_xform_clip)
+        super().__init__((0.0,) * 4, tuple(1.0 / w for w in self.weights), self.bbox_xform_clip,
+                         weights=self.weights)
 
     def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
         """Deltas moving ``proposals`` onto ``reference_boxes`` (the gts), (N, 4) each.
