@@ -283,3 +283,15 @@ def test_readme_documents_the_entry_point_and_embedding():
     assert "conformance_suite(globals()" in text
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     assert '[project.entry-points.pytest11]\n"conformance.plugin" = "conformance.plugin"' in pyproject
+
+
+# --------------------------------------------------------------------------- item 1: tox
+def test_tox_is_not_advertised_for_ports_and_its_comment_is_honest():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "tox -e conformance -- --impl=NAME` runs" not in readme
+    assert "tox -e bench -- --impl" not in readme
+    assert "For a port, do not use tox" in readme
+    tox = (REPO / "tox.ini").read_text(encoding="utf-8")
+    assert "installed beside tox" not in tox  # the old claim: base site-packages only
+    assert "never those of an activated venv" in tox
+    assert "--impl=NAME\n" not in tox.split("[testenv:conformance]")[1].split("\n[")[0]
