@@ -98,3 +98,21 @@ def peak_extra_bytes(fn, device) -> tuple[int, object]:
     before = status("VmRSS")
     result = fn()
     return status("VmHWM") - before, result
+
+
+def assert_same_detections(got, expected, box_atol=1e-3, score_atol=1e-4, what="detections") -> None:
+    """Same detections as sets: tied scores make the order implementation-defined, so
+    each expected detection must pair with a distinct got one of the same label, box
+    within ``box_atol`` and score within ``score_atol``. ``got`` / ``expected``: dicts
+    of "boxes" (k, 4), "scores" (k,), "labels" (k,), tensors or arrays."""
+    gb, gs, gl = (np.asarray(to_numpy(got[k]), dtype=np.float64) for k in ("boxes", "scores", "labels"))
+    eb, es, el = (np.asarray(to_numpy(expected[k]), dtype=np.float64)
+                  for k in ("boxes", "scores", "labels"))
+    gb, eb = gb.reshape(-1, 4), eb.reshape(-1, 4)
+    assert gb.shape == eb.shape, f"{what}: {gb.shape[0]} detections, expected {eb.shape[0]}"
+    free = np.ones(len(gb), dtype=bool)
+    for i in range(len(eb)):
+        ok = free & (gl == el[i]) & (np.abs(gb - eb[i]).max(axis=1) <= box_atol) & \
+            (np.abs(gs - es[i]) <= score_atol)
+        assert ok.any(), f"{what}: expected detection {eb[i]} score {es[i]} label {el[i]} not found"
+        free[np.flatnonzero(ok)[0]] = False

@@ -1,6 +1,6 @@
 """Conformance: anchor generators and anchor flags (SPEC.md, Anchors; clauses ANC-*).
 
-Differential tests compare with the loop oracles of ``conformance/oracles/anchors.py``;
+Differential tests compare with the loop oracles of ``oracles/anchors.py``;
 property tests check what the clauses say of any input; worked examples pin the
 numbers quoted by upstream docs and the seeds.
 """
@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from conformance.checks import assert_close, raises_value_error, tensor, to_numpy, tolerance_for
-from conformance.oracles import anchors as oracle
+from oracles import anchors as oracle
 
 pytestmark = pytest.mark.component("anchors")
 

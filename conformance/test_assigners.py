@@ -15,7 +15,7 @@ from conformance.checks import (
     tensor,
     to_numpy,
 )
-from conformance.oracles import assignment as oracle
+from oracles import assignment as oracle
 from conformance.strategies_assignment import boxes, labels_for, overlap_matrices
 from golden.inputs import retinanet_anchors, rtmdet_points
 

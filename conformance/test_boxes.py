@@ -21,7 +21,7 @@ from conformance.checks import (
     tensor,
     to_numpy,
 )
-from conformance.oracles import boxes as oracle
+from oracles import boxes as oracle
 
 pytestmark = pytest.mark.component("iou")
 

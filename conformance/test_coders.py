@@ -1,7 +1,7 @@
 """Conformance tests for the box coders (SPEC.md "Coders", clauses COD-*).
 
 Three kinds of test: differential (hypothesis inputs against the loop oracle in
-``conformance/oracles/coders.py``), properties, and worked examples with numbers a
+``oracles/coders.py``), properties, and worked examples with numbers a
 reader can check by hand; then empty, degenerate and bad inputs.
 
 Random boxes have corners on a 1/8 grid, so centres and sizes are exact in float32
@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.checks import assert_close, raises_value_error, tensor, to_numpy, tolerance_for
-from conformance.oracles import coders as oracle
+from oracles import coders as oracle
 
 pytestmark = pytest.mark.component("coders")
 

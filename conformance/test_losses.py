@@ -1,7 +1,7 @@
 """Conformance tests for the losses (SPEC.md, Losses: LOSS-*).
 
 Differential tests compare with the loop-based float64 oracles in
-``conformance/oracles/losses.py``; worked examples pin the numbers a reader can
+``oracles/losses.py``; worked examples pin the numbers a reader can
 check by hand; the torchvision-flavour tests call ``torchvision.ops`` live.
 """
 
@@ -16,7 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conformance.checks import assert_close, raises_value_error, tensor
-from conformance.oracles import losses as oracle
+from oracles import losses as oracle
 
 pytestmark = pytest.mark.component("losses")
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.checks import assert_close, raises_value_error, tensor, to_numpy
-from conformance.oracles import nms as oracle
+from oracles import nms as oracle
 from conformance.strategies_postprocess import (
     SAFE_THRESHOLDS,
     boxes_and_scores,

@@ -1,7 +1,7 @@
 """Conformance: point priors of anchor-free heads (SPEC.md, Points; clauses PTS-*).
 
 mmdetection's ``MlvlPointGenerator`` (RTMDet, FCOS-style heads), checked against the
-loop oracle of ``conformance/oracles/anchors.py``.
+loop oracle of ``oracles/anchors.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.checks import assert_close, raises_value_error, to_numpy
-from conformance.oracles import anchors as oracle
+from oracles import anchors as oracle
 
 pytestmark = pytest.mark.component("points")
 

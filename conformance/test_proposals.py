@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.checks import assert_close, raises_value_error, tensor, to_numpy
-from conformance.oracles import proposals as oracle
+from oracles import proposals as oracle
 
 pytestmark = pytest.mark.component("proposals")
 

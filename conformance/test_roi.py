@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance.checks import assert_close, raises_value_error, tensor
-from conformance.oracles import roi as oracle
+from oracles import roi as oracle
 from conformance.strategies_postprocess import eighth_grid_boxes
 
 pytestmark = pytest.mark.component("roi")

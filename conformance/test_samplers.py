@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.checks import assert_close, raises_value_error, tensor, to_numpy
-from conformance.oracles import sampling as oracle
+from oracles import sampling as oracle
 from conformance.strategies_assignment import gt_inds_vectors
 
 pytestmark = pytest.mark.component("samplers")
@@ -74,6 +74,34 @@ def test_detectron2_subsample_labels_counts_and_membership(impl, device, drawn, 
     assert len(pos) == exp_pos and len(neg) == exp_neg
     assert len(set(pos)) == len(pos) and len(set(neg)) == len(neg)
     assert all(labels[i] > 0 for i in pos) and all(labels[i] == 0 for i in neg)
+
+
+@pytest.mark.spec("SMP-1")
+@pytest.mark.parametrize("sampler", ["RandomSampler", "subsample_labels",
+                                     "BalancedPositiveNegativeSampler"])
+def test_count_formula_worked_example_at_a_rounding_boundary(impl, device, sampler):
+    # num 7, pos_fraction 0.5: int(3.5) = 3 positives (not 4), then 7 - 3 = 4 negatives,
+    # with 10 of each available; every flavour's sampler draws the same counts.
+    gt_inds = np.array([1] * 10 + [0] * 10 + [-1] * 3)
+    labels = np.where(gt_inds > 0, 1, np.where(gt_inds == 0, 0, -1))
+    if sampler == "RandomSampler":
+        result = impl.get(sampler)(7, 0.5, add_gt_as_proposals=False).sample(
+            _assign_result(impl, device, 1, gt_inds), _priors(device, len(gt_inds)), _gts(device, 1),
+            generator=_generator(0))
+        pos, neg = _ints(result.pos_inds), _ints(result.neg_inds)
+    elif sampler == "subsample_labels":
+        if not impl.claims("detectron2"):
+            pytest.skip("flavour detectron2 not claimed")
+        pos, neg = (_ints(x) for x in impl.get(sampler)(tensor(labels, device, torch.int64), 7, 0.5, 0,
+                                                       generator=_generator(0)))
+    else:
+        if not impl.claims("torchvision"):
+            pytest.skip("flavour torchvision not claimed")
+        (p,), (n,) = impl.get(sampler)(7, 0.5)([tensor(labels, device, torch.int64)],
+                                              generator=_generator(0))
+        pos, neg = np.flatnonzero(to_numpy(p)).tolist(), np.flatnonzero(to_numpy(n)).tolist()
+    assert (len(pos), len(neg)) == (3, 4)
+    assert all(gt_inds[i] > 0 for i in pos) and all(gt_inds[i] == 0 for i in neg)
 
 
 @pytest.mark.spec("SMP-8")

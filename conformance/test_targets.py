@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance.checks import assert_close, raises_value_error, tensor, to_numpy
-from conformance.oracles import targets as oracle
+from oracles import targets as oracle
 from conformance.strategies_assignment import boxes, labels_for
 
 pytestmark = pytest.mark.component("targets")

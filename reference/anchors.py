@@ -44,7 +44,6 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Callable
 
 import torch
 
@@ -429,6 +428,11 @@ class AnchorGenerator:
             for i, size in enumerate(sizes)
         ]
 
+    def grid_priors(self, featmap_sizes, device="cpu", image_size=None) -> list[torch.Tensor]:
+        """The detectors' one call shape for every anchor generator: per level
+        ``(H*W*A, 4)`` anchors. ``image_size`` (the padded batch (H, W)) is not needed."""
+        return self.grid_anchors(featmap_sizes, device)
+
     def valid_flags(self, featmap_sizes, pad_shape, device="cpu") -> list[torch.Tensor]:
         """Which anchors lie over the image's own padded extent: ``list`` of ``(H*W*A,)`` bool.
 
@@ -539,6 +543,18 @@ class DefaultAnchorGenerator:
             for i, size in enumerate(sizes)
         ]
 
+    def grid_priors(self, featmap_sizes, device="cpu", image_size=None) -> list[torch.Tensor]:
+        """The detectors' one call shape for every anchor generator: per level
+        ``(H*W*A, 4)`` anchors. ``image_size`` (the padded batch (H, W)) is not needed."""
+        return self.grid_anchors(featmap_sizes, device)
+
+    def valid_flags(self, featmap_sizes, pad_shape, device="cpu") -> list[torch.Tensor]:
+        """All True, per level ``(H*W*A,)``: detectron2 has no valid flags (anchors over an
+        image's padding take part like any other); the detectors' common call shape."""
+        sizes = _featmap_sizes(featmap_sizes, self.num_levels)
+        return [torch.ones(h * w * a, dtype=torch.bool, device=device)
+                for (h, w), a in zip(sizes, self.num_base_anchors)]
+
 
 # --------------------------------------------------------------------------- torchvision
 class TorchvisionAnchorGenerator:
@@ -602,6 +618,22 @@ class TorchvisionAnchorGenerator:
             _place_on_grid(self.base_anchors[i], _location_shifts(size, strides[i], 0.0, device))
             for i, size in enumerate(sizes)
         ]
+
+    def grid_priors(self, featmap_sizes, device="cpu", image_size=None) -> list[torch.Tensor]:
+        """The detectors' one call shape for every anchor generator: per level
+        ``(H*W*A, 4)`` anchors. ``image_size``, the padded batch (H, W), is required
+        here: torchvision derives the strides from it."""
+        if image_size is None:
+            raise ValueError("image_size: required by the torchvision generator (its strides are "
+                             "image_size // featmap_size), got None")
+        return self.grid_anchors(image_size, featmap_sizes, device)
+
+    def valid_flags(self, featmap_sizes, pad_shape, device="cpu") -> list[torch.Tensor]:
+        """All True, per level ``(H*W*A,)``: torchvision has no valid flags (anchors over an
+        image's padding take part like any other); the detectors' common call shape."""
+        sizes = _featmap_sizes(featmap_sizes, self.num_levels)
+        return [torch.ones(h * w * a, dtype=torch.bool, device=device)
+                for (h, w), a in zip(sizes, self.num_base_anchors)]
 
 
 # --------------------------------------------------------------------------- points
@@ -714,14 +746,16 @@ class RetinaNetAnchorPreset:
         whose generator derives them from the batch (``image_size // featmap_size``:
         on an 800x1216 batch P7 is 7x10, so its strides are 114 down, 121 across).
     sizes: per level, the side of the ratio-1 anchors as the flavour computes
-        it: 32 * 2**(i/3) in float for mmdet and detectron2, truncated with
-        ``int()`` for torchvision.
+        it: stride * octave_base_scale * 2**(i/3) in float for mmdet and
+        detectron2 (32 * 2**(i/3) at P3 with the upstream base scale 4), truncated
+        with ``int()`` for torchvision.
     aspect_ratios: ``h / w``, the same on every level.
     center_offset: centre of location (0, 0) in units of the stride (0 for all
         three RetinaNets; torchvision has no offset at all).
     order: enumeration inside one location, "ratio_outer" or "size_outer".
     rounds_base_anchors: whether base-anchor corners are rounded to integers.
-    build: makes the flavour's generator with exactly these settings.
+    octave_base_scale / scales_per_octave: mmdet's two numbers behind ``sizes``.
+    ``build()`` makes the flavour's generator with exactly these settings.
     """
 
     flavour: str
@@ -731,61 +765,47 @@ class RetinaNetAnchorPreset:
     center_offset: float
     order: str
     rounds_base_anchors: bool
-    build: Callable[[], object] = dataclasses.field(repr=False, compare=False)
+    octave_base_scale: float = 4.0
+    scales_per_octave: int = 3
+
+    def build(self):
+        """The flavour's generator: ``AnchorGenerator`` (mmdet: base size = stride,
+        scales octave_base_scale * 2**(i/n)), ``DefaultAnchorGenerator`` (detectron2:
+        the sizes, offset 0) or ``TorchvisionAnchorGenerator`` (the truncated sizes)."""
+        if self.flavour == "mmdet":
+            return AnchorGenerator(strides=list(self.strides), ratios=list(self.aspect_ratios),
+                                   octave_base_scale=self.octave_base_scale,
+                                   scales_per_octave=self.scales_per_octave)
+        if self.flavour == "detectron2":
+            return DefaultAnchorGenerator(sizes=[list(s) for s in self.sizes],
+                                          aspect_ratios=[list(self.aspect_ratios)],
+                                          strides=list(self.strides), offset=self.center_offset)
+        return TorchvisionAnchorGenerator(sizes=[list(s) for s in self.sizes],
+                                          aspect_ratios=[list(self.aspect_ratios)] * len(self.sizes))
 
 
 _RETINANET_STRIDES = (8, 16, 32, 64, 128)
 _RETINANET_RATIOS = (0.5, 1.0, 2.0)
-# Three sizes per octave: 2**0, 2**(1/3), 2**(2/3) times 32 at P3, doubling per level.
-_OCTAVE_SIZES = tuple(tuple(x * 2 ** (i / 3) for i in range(3)) for x in (32, 64, 128, 256, 512))
-
-_RETINANET_PRESETS = {
-    "mmdet": RetinaNetAnchorPreset(
-        flavour="mmdet",
-        strides=_RETINANET_STRIDES,
-        sizes=_OCTAVE_SIZES,
-        aspect_ratios=_RETINANET_RATIOS,
-        center_offset=0.0,
-        order="ratio_outer",
-        rounds_base_anchors=False,
-        # base size = stride, scales 4 * 2**(i/3): 32, 40.3175, 50.7968 at P3.
-        build=lambda: AnchorGenerator(
-            strides=list(_RETINANET_STRIDES), ratios=list(_RETINANET_RATIOS),
-            octave_base_scale=4, scales_per_octave=3,
-        ),
-    ),
-    "detectron2": RetinaNetAnchorPreset(
-        flavour="detectron2",
-        strides=_RETINANET_STRIDES,
-        sizes=_OCTAVE_SIZES,
-        aspect_ratios=_RETINANET_RATIOS,
-        center_offset=0.0,
-        order="size_outer",
-        rounds_base_anchors=False,
-        build=lambda: DefaultAnchorGenerator(
-            sizes=[list(s) for s in _OCTAVE_SIZES], aspect_ratios=[list(_RETINANET_RATIOS)],
-            strides=list(_RETINANET_STRIDES), offset=0.0,
-        ),
-    ),
-    "torchvision": RetinaNetAnchorPreset(
-        flavour="torchvision",
-        strides=_RETINANET_STRIDES,
-        # torchvision truncates: (32, 40, 50), (64, 80, 101), ..., (512, 645, 812).
-        sizes=tuple(tuple(float(int(s)) for s in level) for level in _OCTAVE_SIZES),
-        aspect_ratios=_RETINANET_RATIOS,
-        center_offset=0.0,
-        order="ratio_outer",
-        rounds_base_anchors=True,
-        build=lambda: TorchvisionAnchorGenerator(
-            sizes=[[float(int(s)) for s in level] for level in _OCTAVE_SIZES],
-            aspect_ratios=[list(_RETINANET_RATIOS)] * len(_OCTAVE_SIZES),
-        ),
-    ),
-}
+_RETINANET_ORDER = {"mmdet": "ratio_outer", "detectron2": "size_outer", "torchvision": "ratio_outer"}
 
 
-def retinanet_anchor_preset(flavour: str) -> RetinaNetAnchorPreset:
-    """The RetinaNet anchor settings of ``flavour`` ("mmdet", "detectron2", "torchvision")."""
-    if flavour not in _RETINANET_PRESETS:
-        raise ValueError(f"flavour: expected one of {sorted(_RETINANET_PRESETS)}, got {flavour!r}")
-    return _RETINANET_PRESETS[flavour]
+def retinanet_anchor_preset(flavour: str, octave_base_scale: float = 4.0,
+                            scales_per_octave: int = 3) -> RetinaNetAnchorPreset:
+    """The RetinaNet anchor settings of ``flavour`` ("mmdet", "detectron2", "torchvision").
+
+    octave_base_scale / scales_per_octave: 4 and 3 upstream (sizes 32, 40.3175,
+    50.7968 at P3; torchvision truncates them to 32, 40, 50); smaller models change them.
+    """
+    if flavour not in _RETINANET_ORDER:
+        raise ValueError(f"flavour: expected one of {sorted(_RETINANET_ORDER)}, got {flavour!r}")
+    base = _positive_number("octave_base_scale", octave_base_scale)
+    n = _positive_int("scales_per_octave", scales_per_octave)
+    # Three sizes per octave: stride * base * 2**(i/n), doubling per level.
+    sizes = tuple(tuple(s * base * 2 ** (i / n) for i in range(n)) for s in _RETINANET_STRIDES)
+    if flavour == "torchvision":  # (32, 40, 50), (64, 80, 101), ..., (512, 645, 812)
+        sizes = tuple(tuple(float(int(v)) for v in level) for level in sizes)
+    return RetinaNetAnchorPreset(
+        flavour=flavour, strides=_RETINANET_STRIDES, sizes=sizes,
+        aspect_ratios=_RETINANET_RATIOS, center_offset=0.0, order=_RETINANET_ORDER[flavour],
+        rounds_base_anchors=flavour == "torchvision", octave_base_scale=base,
+        scales_per_octave=n)

@@ -24,7 +24,8 @@ Conventions (stated once, used everywhere below):
 * torchvision encoding: one tensor, gt index where positive, ``-1`` below the low
   threshold, ``-2`` between the thresholds.
 
-Shape letters in comments: ``G`` gts, ``N`` priors, ``C`` classes.
+Shape letters in comments (the package legend, ``reference/__init__.py``): ``G`` gts,
+``N`` priors of one image, ``C`` classes.
 
 No step loops over gt boxes. Where mmdet's reference code loops (low-quality
 matching, DSL's per-gt top-k) the vectorised form reproduces the loop's outcome
@@ -51,6 +52,7 @@ __all__ = [
     "MatchResult",
     "DynamicSoftLabelAssigner",
     "DSL_INF",
+    "MatcherAssigner",
 ]
 
 # mmdet's DynamicSoftLabelAssigner marks unmatched priors' max_overlaps with -INF,
@@ -821,3 +823,71 @@ def _soft_label_class_cost(logits: torch.Tensor, gt_labels: torch.Tensor,
     positive = (F.binary_cross_entropy_with_logits(x, ious, reduction="none")
                 * (ious - torch.sigmoid(x)).abs().pow(2))  # (V, G)
     return all_negative - negative_term[:, labels] + positive
+
+
+# --------------------------------------------------------------------------- adapters
+class MatcherAssigner:
+    """A detectron2 ``Matcher`` or a ``TorchvisionMatcher`` behind mmdet's assigner call.
+
+    Detectors and ``reference.targets`` call every assigner the same way:
+    ``assign(priors (N, 4), gt_bboxes (G, 4), gt_bboxes_ignore=None, gt_labels=None)
+    -> AssignResult``. This adapter computes the flavour's IoU matrix (G, N)
+    (``pairwise_iou`` for detectron2, ``box_iou_torchvision`` for torchvision), runs
+    the matcher and re-encodes its answer in mmdet's ``gt_inds``:
+
+    * detectron2 labels 1 -> argmax gt + 1, 0 -> 0, -1 -> -1 (a low-quality match
+      keeps the argmax gt, as detectron2's does);
+    * torchvision index k >= 0 -> k + 1, ``BELOW_LOW_THRESHOLD`` -> 0,
+      ``BETWEEN_THRESHOLDS`` -> -1; an image without gts has every prior negative
+      (torchvision's callers special-case it so).
+
+    ``max_overlaps`` is each prior's best IoU (0 without gts); ``labels`` the class
+    of the assigned gt at positives, -1 elsewhere (None without gt_labels).
+    ``gt_bboxes_ignore`` is not supported by either upstream matcher and must be None.
+    """
+
+    def __init__(self, matcher: Union[Matcher, "TorchvisionMatcher"]) -> None:
+        if not isinstance(matcher, (Matcher, TorchvisionMatcher)):
+            raise TypeError(f"matcher: expected a Matcher or TorchvisionMatcher, got "
+                            f"{type(matcher).__name__}")
+        self.matcher = matcher
+
+    def __repr__(self) -> str:
+        m = self.matcher
+        if isinstance(m, Matcher):
+            return (f"MatcherAssigner(Matcher({m.thresholds[1:-1]}, {m.labels}, "
+                    f"low_quality={m.allow_low_quality_matches}))")
+        return (f"MatcherAssigner(TorchvisionMatcher({m.high_threshold}, {m.low_threshold}, "
+                f"low_quality={m.allow_low_quality_matches}))")
+
+    def assign(self, bboxes: torch.Tensor, gt_bboxes: torch.Tensor,
+               gt_bboxes_ignore: Optional[torch.Tensor] = None,
+               gt_labels: Optional[torch.Tensor] = None) -> AssignResult:
+        if gt_bboxes_ignore is not None and gt_bboxes_ignore.numel() > 0:
+            raise ValueError("gt_bboxes_ignore: detectron2's and torchvision's matchers have "
+                             "no ignore regions; expected None")
+        _check_tensor("bboxes", bboxes, ndim=2, last=4)
+        _check_tensor("gt_bboxes", gt_bboxes, ndim=2, last=4)
+        _check_gt_labels(gt_labels, gt_bboxes.shape[0])
+        num_gts, num_priors = gt_bboxes.shape[0], bboxes.shape[0]
+        device = bboxes.device
+        if num_gts == 0:
+            zeros = torch.zeros(num_priors, dtype=torch.int64, device=device)
+            labels = None if gt_labels is None else torch.full_like(zeros, -1)
+            if isinstance(self.matcher, Matcher):  # every prior takes the lowest band's label
+                gt_inds = torch.full_like(zeros, {1: 0, 0: 0, -1: -1}[self.matcher.labels[0]])
+            else:
+                gt_inds = zeros
+            return AssignResult(0, gt_inds, bboxes.new_zeros(num_priors), labels)
+        if isinstance(self.matcher, Matcher):
+            quality = _boxes.pairwise_iou(gt_bboxes, bboxes)  # (G, N)
+            matches, state = self.matcher(quality)  # (N,), (N,) in {-1, 0, 1}
+            gt_inds = torch.where(state == 1, matches + 1,
+                                  torch.where(state == 0, 0, -1)).to(torch.int64)
+        else:
+            quality = _boxes.box_iou_torchvision(gt_bboxes, bboxes)  # (G, N)
+            idx = self.matcher(quality)  # (N,) k >= 0, -1 below, -2 between
+            gt_inds = torch.where(idx >= 0, idx + 1, torch.where(idx == -1, 0, -1))
+        max_overlaps = quality.max(dim=0).values  # (N,)
+        labels = None if gt_labels is None else _labels_of(gt_inds, gt_labels)
+        return AssignResult(num_gts, gt_inds, max_overlaps, labels)

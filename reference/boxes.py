@@ -39,7 +39,7 @@ import torch
 
 from reference import validate as check
 
-__all__ = ["box_area", "box_iou", "pairwise_iou", "box_iou_torchvision"]
+__all__ = ["box_area", "box_iou", "pairwise_iou", "box_iou_torchvision", "clip_boxes"]
 
 MODES = ("iou", "iof", "giou")
 
@@ -119,6 +119,19 @@ def box_iou(
     if is_aligned:
         return _aligned(boxes1, boxes2, ratio)
     return _pairwise(boxes1, boxes2, ratio, MMDET_IOU if mode == "iou" else None, eps)
+
+
+def clip_boxes(boxes: torch.Tensor, height, width) -> torch.Tensor:
+    """xyxy boxes (..., 4) with x clamped to [0, width] and y to [0, height].
+
+    The one clipper of the package (detectors, proposals, post-processing): every
+    upstream clamps each coordinate separately, so a box wholly outside the image
+    becomes a zero-width (or zero-height) box on its border. Returns a new tensor
+    of boxes' dtype.
+    """
+    x = boxes[..., 0::2].clamp(min=0, max=width)  # (..., 2) x1, x2
+    y = boxes[..., 1::2].clamp(min=0, max=height)  # (..., 2) y1, y2
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
 
 
 def pairwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,7 @@ __all__ = [
     "bbox2distance",
     "distance2bbox",
     "DistancePointBBoxCoder",
+    "DeltaCodec",
 ]
 
 # A 16 px prior may grow to at most 1000 px: dw, dh <= log(1000 / 16) = 4.1352.
@@ -575,3 +576,43 @@ class DistancePointBBoxCoder:
         """(N, 2) points, (N, 4) (l, t, r, b) -> (N, 4) xyxy; see distance2bbox."""
         _check_points_and_boxes(points, "points", pred_bboxes, "pred_bboxes")  # this call's names
         return distance2bbox(points, pred_bboxes, max_shape if self.clip_border else None)
+
+
+# --------------------------------------------------------------------------- one call shape
+class DeltaCodec:
+    """Any of the three delta coders behind one call shape, as detectors and
+    ``reference.targets`` use them (prior first, as mmdet orders its arguments):
+
+    * ``encode(priors (N, 4), gts (N, 4)) -> deltas (N, 4)``;
+    * ``decode(priors (N, 4), deltas (N, K*4)) -> boxes (N, K*4)``, unclipped.
+
+    mmdet ``encode(bboxes, gt_bboxes)`` / ``decode(bboxes, pred)``, detectron2
+    ``get_deltas(src, target)`` / ``apply_deltas(deltas, boxes)`` and torchvision
+    ``encode_single(gts, proposals)`` / ``decode_single(codes, boxes)`` only
+    differ in argument order; the arithmetic stays the wrapped coder's.
+    """
+
+    def __init__(self, coder: Union[DeltaXYWHBBoxCoder, Box2BoxTransform, BoxCoder]) -> None:
+        if not isinstance(coder, (DeltaXYWHBBoxCoder, Box2BoxTransform, BoxCoder)):
+            raise TypeError(f"coder: expected a DeltaXYWHBBoxCoder, Box2BoxTransform or "
+                            f"BoxCoder, got {type(coder).__name__}")
+        self.coder = coder
+
+    def __repr__(self) -> str:
+        return f"DeltaCodec({type(self.coder).__name__}, stds={self.coder._stds})"
+
+    def encode(self, priors: Tensor, gts: Tensor) -> Tensor:
+        c = self.coder
+        if isinstance(c, DeltaXYWHBBoxCoder):
+            return c.encode(priors, gts)
+        if isinstance(c, Box2BoxTransform):
+            return c.get_deltas(priors, gts)
+        return c.encode_single(gts, priors)
+
+    def decode(self, priors: Tensor, deltas: Tensor) -> Tensor:
+        c = self.coder
+        if isinstance(c, DeltaXYWHBBoxCoder):
+            return c.decode(priors, deltas)
+        if isinstance(c, Box2BoxTransform):
+            return c.apply_deltas(deltas, priors)
+        return c.decode_single(deltas, priors)

@@ -4,14 +4,14 @@ Only the layers live here; what the predictions mean (anchors, targets, losses,
 decoding) is wired in ``reference/detectors/``. Every head returns plain tensors
 in the layout upstream uses, so shapes can be checked against the seeds:
 
-* ``RetinaHead``: per level, cls (N, A * C, H, W) logits and box (N, A * 4, H, W)
+* ``RetinaHead``: per level, cls (B, A * C, H, W) logits and box (B, A * 4, H, W)
   deltas; the conv towers are shared across levels.
-* ``RPNHead``: per level, objectness (N, A, H, W) and deltas (N, A * 4, H, W).
+* ``RPNHead``: per level, objectness (B, A, H, W) and deltas (B, A * 4, H, W).
 * ``RoIBoxHead``: pooled RoI features (K, C, 7, 7) -> class logits (K, C + 1) and
   box deltas (K, 4 * C) (mmdet/detectron2: background is the LAST column and has
   no box) or (K, 4 * (C + 1)) (torchvision: background is column 0 and has one).
-* ``RTMDetSepBNHead``: per level, cls (N, C, H, W) logits and distances
-  (N, 4, H, W) already multiplied by the level's stride (exp first when
+* ``RTMDetSepBNHead``: per level, cls (B, C, H, W) logits and distances
+  (B, 4, H, W) already multiplied by the level's stride (exp first when
   ``exp_on_reg``); convs shared across levels, BN and prediction layers per level.
 
 Channel order inside ``A * K`` is anchor-major: channel ``a * K + k`` is anchor
@@ -46,7 +46,7 @@ def prior_prob_bias(prior_prob: float) -> float:
 
 
 def flatten_level_outputs(maps: list[torch.Tensor], k: int) -> torch.Tensor:
-    """Per-level (N, A * K, H, W) maps -> one (N, sum_l H_l * W_l * A, K) tensor.
+    """Per-level (B, A * K, H, W) maps -> one (B, sum_l H_l * W_l * A, K) tensor.
 
     Rows run level by level, then row-major over locations (H then W), then over
     the A anchors of a location: the order every anchor generator here uses.
@@ -83,8 +83,8 @@ class RetinaHead(nn.Module):
     output's bias, ``prior_prob_bias(prior_prob)``, so the first focal losses are
     not swamped by the many easy negatives.
 
-    ``forward(feats)``: list of (N, in_channels, H_l, W_l) -> (cls, box): lists of
-    (N, A * C, H_l, W_l) logits and (N, A * 4, H_l, W_l) deltas.
+    ``forward(feats)``: list of (B, in_channels, H_l, W_l) -> (cls, box): lists of
+    (B, A * C, H_l, W_l) logits and (B, A * 4, H_l, W_l) deltas.
     """
 
     def __init__(self, in_channels: int, num_classes: int, num_anchors: int = 9,
@@ -104,16 +104,16 @@ class RetinaHead(nn.Module):
         nn.init.constant_(self.cls_out.bias, prior_prob_bias(prior_prob))
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        cls = [self.cls_out(self.cls_convs(x)) for x in feats]  # (N, A * C, H_l, W_l)
-        box = [self.reg_out(self.reg_convs(x)) for x in feats]  # (N, A * 4, H_l, W_l)
+        cls = [self.cls_out(self.cls_convs(x)) for x in feats]  # (B, A * C, H_l, W_l)
+        box = [self.reg_out(self.reg_convs(x)) for x in feats]  # (B, A * 4, H_l, W_l)
         return cls, box
 
 
 class RPNHead(nn.Module):
     """Region proposal head: one shared 3x3 conv + ReLU, then two 1x1 outputs.
 
-    ``forward(feats)``: list of (N, in_channels, H_l, W_l) -> (objectness, deltas):
-    lists of (N, A, H_l, W_l) logits and (N, A * 4, H_l, W_l) deltas.
+    ``forward(feats)``: list of (B, in_channels, H_l, W_l) -> (objectness, deltas):
+    lists of (B, A, H_l, W_l) logits and (B, A * 4, H_l, W_l) deltas.
     Weights start from N(0, 0.01), biases 0 (all three upstreams).
     """
 
@@ -192,8 +192,8 @@ class RTMDetSepBNHead(nn.Module):
             fuse it into the logits as logit(sqrt(sigmoid(cls) * sigmoid(obj))).
         pred_kernel_size: kernel of the output convs (1).
 
-    ``forward(feats)`` -> (cls, dist): lists of (N, C, H_l, W_l) logits and
-    (N, 4, H_l, W_l) (left, top, right, bottom) distances in pixels.
+    ``forward(feats)`` -> (cls, dist): lists of (B, C, H_l, W_l) logits and
+    (B, 4, H_l, W_l) (left, top, right, bottom) distances in pixels.
     """
 
     def __init__(self, in_channels: int, num_classes: int, feat_channels: int = 256,
@@ -240,12 +240,12 @@ class RTMDetSepBNHead(nn.Module):
         for level, (x, stride) in enumerate(zip(feats, self.strides)):
             cls_feat = self.cls_convs[level](x)
             reg_feat = self.reg_convs[level](x)
-            cls = self.cls_out[level](cls_feat)  # (N, C, H_l, W_l)
+            cls = self.cls_out[level](cls_feat)  # (B, C, H_l, W_l)
             if self.obj_out is not None:
-                obj = self.obj_out[level](reg_feat)  # (N, 1, H_l, W_l)
+                obj = self.obj_out[level](reg_feat)  # (B, 1, H_l, W_l)
                 p = torch.sqrt(torch.sigmoid(cls) * torch.sigmoid(obj))
                 cls = torch.logit(p, eps=1e-5)
-            raw = self.reg_out[level](reg_feat)  # (N, 4, H_l, W_l)
+            raw = self.reg_out[level](reg_feat)  # (B, 4, H_l, W_l)
             dist = (raw.exp() if self.exp_on_reg else raw) * stride
             cls_maps.append(cls)
             dist_maps.append(dist)

@@ -60,6 +60,11 @@ __all__ = [
     "detectron2_rpn_normalizer",
     "EmaLossNormalizer",
     "torchvision_per_image_mean",
+    "TotalPositives",
+    "TotalSamples",
+    "PerImageMean",
+    "SampledMean",
+    "FixedBatch",
 ]
 
 LOSS_REDUCTIONS = ("none", "mean", "sum")
@@ -564,6 +569,12 @@ class EmaLossNormalizer:
         self.momentum = check.number("momentum", momentum, low=0, high=1)
         self.value = check.number("initial", initial, low=0, low_open=True)
 
+    def __call__(self, loss_sums: torch.Tensor, num_pos, num_neg=None,
+                 batch_size_per_image=None) -> torch.Tensor:
+        """``loss_sums.sum(0) / update(sum(num_pos))``: one update per batch (see
+        ``TotalPositives`` for the arguments)."""
+        return loss_sums.sum(dim=0) / self.update(sum(_counts(num_pos, "num_pos")))
+
     def update(self, num_pos: int) -> float:
         """Fold in this batch's total positive count; returns the new normaliser."""
         (num_pos,) = _counts([num_pos], "num_pos")
@@ -590,3 +601,51 @@ def torchvision_per_image_mean(loss_per_image, num_foreground_per_image) -> torc
         raise ValueError("loss_per_image: no images; expected at least one")
     divisors = loss_per_image.new_tensor([max(1, c) for c in counts])  # (num_images,)
     return (loss_per_image / divisors).mean()
+
+
+# --------------------------------------------------------------------------- batch reductions
+# One call shape for every flavour's loss normaliser, so a detector preset holds the
+# normaliser itself: ``normaliser(loss_sums (B, T), num_pos (B,), num_neg (B,),
+# batch_size_per_image) -> (T,)`` turns the per-image summed losses of T loss terms
+# (e.g. classification and box) into the batch's T losses. Each wraps the upstream
+# rule above; only ``EmaLossNormalizer`` keeps state (build one per model).
+class TotalPositives:
+    """mmdet anchor heads without sampling (RetinaNet): ``sum / retinanet_num_total_pos``."""
+
+    def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
+        return loss_sums.sum(dim=0) / retinanet_num_total_pos(num_pos)
+
+
+class TotalSamples:
+    """mmdet anchor heads with a real sampler (RPN): ``sum / (sum_i max(pos_i, 1) +
+    sum_i max(neg_i, 1))`` (``retinanet_num_total_pos`` with the negatives)."""
+
+    def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
+        return loss_sums.sum(dim=0) / retinanet_num_total_pos(num_pos, num_neg)
+
+
+class PerImageMean:
+    """torchvision RetinaNet: ``torchvision_per_image_mean`` of each loss term."""
+
+    def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
+        return torch.stack([torch.as_tensor(torchvision_per_image_mean(loss_sums[:, k], num_pos))
+                            for k in range(loss_sums.shape[1])])
+
+
+class SampledMean:
+    """torchvision RPN: the mean over all sampled anchors of the batch,
+    ``sum / sum_i (pos_i + neg_i)`` (``binary_cross_entropy_with_logits`` on the
+    sampled logits, box loss ``/ sampled_inds.numel()``); at least 1."""
+
+    def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
+        total = sum(_counts(num_pos, "num_pos")) + sum(_counts(num_neg, "num_neg"))
+        return loss_sums.sum(dim=0) / max(total, 1)
+
+
+class FixedBatch:
+    """detectron2 RPN: ``sum * detectron2_rpn_normalizer(batch_size_per_image, B)``,
+    whatever the number actually sampled."""
+
+    def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
+        return loss_sums.sum(dim=0) * detectron2_rpn_normalizer(batch_size_per_image,
+                                                                int(loss_sums.shape[0]))

@@ -19,8 +19,8 @@
 * ``CSPNeXtPAFPN`` (RTMDet): top-down then bottom-up paths of CSP layers, and a 3x3
   output conv per level.
 
-Shapes: inputs are a list of (N, C_i, H_i, W_i), finest first, each level half the
-size of the previous one (rounded up); outputs are (N, out_channels, H_i, W_i).
+Shapes: inputs are a list of (B, C_i, H_i, W_i), finest first, each level half the
+size of the previous one (rounded up); outputs are (B, out_channels, H_i, W_i).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class FPN(nn.Module):
             only read when ``num_outs`` exceeds the number of used maps.
         relu_before_extra_convs: ReLU before the second and later extra convs.
 
-    ``forward(feats)``: list of (N, in_channels[i], H_i, W_i) -> list of
-    ``num_outs`` maps (N, out_channels, H_l, W_l), finest first.
+    ``forward(feats)``: list of (B, in_channels[i], H_i, W_i) -> list of
+    ``num_outs`` maps (B, out_channels, H_l, W_l), finest first.
     """
 
     def __init__(self, in_channels: list[int], out_channels: int, num_outs: int,
@@ -91,7 +91,7 @@ class FPN(nn.Module):
         if len(feats) != len(self.in_channels):
             raise ValueError(f"feats: got {len(feats)} maps, expected {len(self.in_channels)}")
         inputs = feats[self.start_level:]
-        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]  # (N, out, H_i, W_i)
+        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]  # (B, out, H_i, W_i)
         # Top-down: each level adds the coarser one, upsampled to its exact size
         # (sizes need not be exact halves when the input is not divisible).
         for i in range(len(laterals) - 1, 0, -1):
@@ -107,7 +107,7 @@ class FPN(nn.Module):
                 source = inputs[-1] if self.extra_source == "input" else outs[-1]
             else:
                 source = F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]
-            outs.append(self.extra_convs[k](source))  # (N, out, ceil(H/2), ceil(W/2))
+            outs.append(self.extra_convs[k](source))  # (B, out, ceil(H/2), ceil(W/2))
         return outs
 
 
@@ -120,8 +120,8 @@ class CSPNeXtPAFPN(nn.Module):
         num_csp_blocks: CSPNeXt blocks in every CSP layer (1 for tiny and s).
         expand_ratio: hidden width ratio of the CSP layers.
 
-    ``forward(feats)``: list of (N, in_channels[i], H_i, W_i) -> list of
-    (N, out_channels, H_i, W_i), same number of levels.
+    ``forward(feats)``: list of (B, in_channels[i], H_i, W_i) -> list of
+    (B, out_channels, H_i, W_i), same number of levels.
     """
 
     def __init__(self, in_channels: list[int], out_channels: int, num_csp_blocks: int = 3,
@@ -151,14 +151,14 @@ class CSPNeXtPAFPN(nn.Module):
         # Top-down path; inner[0] is always the finest map made so far.
         inner = [feats[-1]]
         for j, i in enumerate(range(n - 1, 0, -1)):
-            high = self.reduce_layers[j](inner[0])  # (N, c[i-1], H_i, W_i)
+            high = self.reduce_layers[j](inner[0])  # (B, c[i-1], H_i, W_i)
             inner[0] = high
             up = F.interpolate(high, size=feats[i - 1].shape[-2:], mode="nearest")
             inner.insert(0, self.top_down_blocks[j](torch.cat([up, feats[i - 1]], dim=1)))
         # Bottom-up path.
         outs = [inner[0]]
         for i in range(n - 1):
-            down = self.downsamples[i](outs[-1])  # (N, c[i], H_{i+1}, W_{i+1})
+            down = self.downsamples[i](outs[-1])  # (B, c[i], H_{i+1}, W_{i+1})
             outs.append(self.bottom_up_blocks[i](torch.cat([down, inner[i + 1]], dim=1)))
         return [conv(x) for conv, x in zip(self.out_convs, outs)]
 

@@ -404,12 +404,17 @@ def _select_and_nms(
     score_threshold: float,
     iou_threshold: float,
     max_num: int,
+    allowed: torch.Tensor | None = None,  # (N, C) bool, or None for all
 ) -> Detections:
     """Threshold (score > thr), class-aware NMS, keep the top ``max_num`` (< 0: all).
 
-    Candidates are enumerated box-major, class-minor, as upstream's nonzero does.
+    Candidates are enumerated box-major, class-minor, as upstream's nonzero does;
+    ``allowed`` (if given) masks out (box, class) pairs before the threshold.
     """
-    candidates = torch.nonzero(scores > score_threshold)  # (n, 2): (box row, class)
+    above = scores > score_threshold  # (N, C)
+    if allowed is not None:
+        above = above & allowed
+    candidates = torch.nonzero(above)  # (n, 2): (box row, class)
     rows, labels = candidates[:, 0], candidates[:, 1]
     cand_boxes = boxes[rows, labels]  # (n, 4)
     cand_scores = scores[rows, labels]  # (n,)
@@ -461,6 +466,7 @@ def fast_rcnn_inference(
     score_threshold: float = 0.05,
     nms_threshold: float = 0.5,
     topk_per_image: int = 100,
+    min_box_size: float = 0.0,
 ) -> Detections:
     """detectron2 ``fast_rcnn_inference_single_image``: second-stage detections.
 
@@ -471,6 +477,9 @@ def fast_rcnn_inference(
         score_threshold: candidates need score > score_threshold (strict).
         nms_threshold: class-wise NMS suppresses IoU > nms_threshold.
         topk_per_image: keep at most this many; < 0 keeps all.
+        min_box_size: when > 0, a clipped box needs width and height >= it
+            (torchvision's ``remove_small_boxes(1e-2)`` before NMS; detectron2
+            has no such step: 0).
 
     Rows whose boxes or scores are not finite are dropped first (they would
     poison NMS); ``box_indices`` still refer to rows of the input.
@@ -491,13 +500,17 @@ def fast_rcnn_inference(
     per_class = boxes[finite_rows].reshape(len(finite_rows), boxes.shape[1] // 4, 4)
     # per_class: (R', K or 1, 4)
     per_class = _clip_xyxy(per_class, height, width).expand(-1, num_classes, 4)  # (R', K, 4)
-    # 3.-5. score > threshold, class-wise NMS, top k.
-    dets = _select_and_nms(per_class, fg_scores, score_threshold, nms_threshold, topk_per_image)
+    # 3. (torchvision) boxes narrower or lower than min_box_size go.
+    wide = None
+    if min_box_size > 0:
+        wide = ((per_class[..., 2] - per_class[..., 0]) >= min_box_size) & \
+            ((per_class[..., 3] - per_class[..., 1]) >= min_box_size)  # (R', K)
+    # 4.-6. score > threshold, class-wise NMS, top k.
+    dets = _select_and_nms(per_class, fg_scores, score_threshold, nms_threshold, topk_per_image,
+                           wide)
     return dets._replace(box_indices=finite_rows[dets.box_indices])
 
 
 def _clip_xyxy(boxes: torch.Tensor, height, width) -> torch.Tensor:
-    """Clamp x to [0, width] and y to [0, height]; boxes (..., 4) xyxy."""
-    x = boxes[..., 0::2].clamp(min=0, max=width)
-    y = boxes[..., 1::2].clamp(min=0, max=height)
-    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+    """Clamp x to [0, width] and y to [0, height]; boxes (..., 4) xyxy (``boxes.clip_boxes``)."""
+    return _boxes.clip_boxes(boxes, height, width)

@@ -34,6 +34,8 @@ __all__ = [
     "RandomSampler",
     "subsample_labels",
     "BalancedPositiveNegativeSampler",
+    "Detectron2Sampler",
+    "TorchvisionSampler",
 ]
 
 
@@ -271,3 +273,64 @@ class BalancedPositiveNegativeSampler:
             pos_masks.append(pos_mask)
             neg_masks.append(neg_mask)
         return pos_masks, neg_masks
+
+
+# --------------------------------------------------------------------------- adapters
+def _labels_from(assign_result: AssignResult) -> torch.Tensor:
+    """(N,) int64 in the detectron2/torchvision sampler encoding: 1 positive, 0 negative,
+    -1 ignored (from mmdet's gt_inds)."""
+    gt_inds = assign_result.gt_inds
+    return torch.where(gt_inds > 0, 1, torch.where(gt_inds == 0, 0, -1)).to(torch.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Detectron2Sampler:
+    """``subsample_labels`` behind mmdet's sampler call (SMP-7), for detectors and
+    ``reference.targets``: ``sample(assign_result, priors, gt_bboxes, gt_labels=None,
+    generator=None) -> SamplingResult`` with the indices in detectron2's random order.
+
+    Gts are never added here: detectron2 appends them to the proposals BEFORE
+    matching (``add_ground_truth_to_proposals``), which is the caller's step.
+    """
+
+    num: int
+    pos_fraction: float
+
+    def __post_init__(self) -> None:
+        _check_fraction("num", self.num, "pos_fraction", self.pos_fraction)
+
+    def sample(self, assign_result: AssignResult, priors: torch.Tensor,
+               gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,
+               generator: Optional[torch.Generator] = None) -> SamplingResult:
+        _check_inputs(assign_result, priors, gt_bboxes)
+        pos_inds, neg_inds = subsample_labels(_labels_from(assign_result), self.num,
+                                              self.pos_fraction, 0, generator)
+        gt_flags = torch.zeros(priors.shape[0], dtype=torch.uint8, device=priors.device)
+        return _make_result(pos_inds, neg_inds, priors, gt_bboxes, assign_result, gt_flags,
+                            avg_factor_with_neg=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchvisionSampler:
+    """``BalancedPositiveNegativeSampler`` behind mmdet's sampler call (SMP-8): one
+    image's masks turned into ascending indices (torchvision reads them through
+    ``torch.where(mask)``). Adding gts as proposals is the caller's step, as in
+    torchvision."""
+
+    num: int
+    pos_fraction: float
+
+    def __post_init__(self) -> None:
+        _check_fraction("num", self.num, "pos_fraction", self.pos_fraction)
+
+    def sample(self, assign_result: AssignResult, priors: torch.Tensor,
+               gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,
+               generator: Optional[torch.Generator] = None) -> SamplingResult:
+        _check_inputs(assign_result, priors, gt_bboxes)
+        sampler = BalancedPositiveNegativeSampler(self.num, self.pos_fraction)
+        (pos_mask,), (neg_mask,) = sampler([_labels_from(assign_result)], generator)
+        pos_inds = pos_mask.nonzero().squeeze(1)  # (P,) ascending
+        neg_inds = neg_mask.nonzero().squeeze(1)  # (Q,) ascending
+        gt_flags = torch.zeros(priors.shape[0], dtype=torch.uint8, device=priors.device)
+        return _make_result(pos_inds, neg_inds, priors, gt_bboxes, assign_result, gt_flags,
+                            avg_factor_with_neg=True)

@@ -16,8 +16,9 @@ RTMDet's variant (``rtmdet_targets``) assigns with the DynamicSoftLabelAssigner 
 predicted scores and boxes, regresses decoded gt boxes and adds ``assign_metrics``:
 the IoU of each positive with its gt (its QualityFocalLoss soft target).
 
-Shape letters: ``B`` images, ``N`` anchors of one image (all levels), ``n_l`` anchors
-of level l, ``G`` gts, ``C`` classes.
+Shape letters (the package legend, ``reference/__init__.py``): ``B`` images, ``N``
+anchors of one image (all levels), ``N_in`` those inside it, ``n_l`` anchors of level
+l, ``G`` gts, ``C`` classes, ``R`` sampled RoIs.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ __all__ = [
     "anchor_targets",
     "rtmdet_targets_single",
     "rtmdet_targets",
+    "RoITargets",
+    "roi_targets_single",
 ]
 
 
@@ -49,7 +52,7 @@ __all__ = [
 def unmap(data: torch.Tensor, count: int, inds: torch.Tensor, fill=0) -> torch.Tensor:
     """Scatter ``data`` (rows for the True entries of ``inds``) back into ``count`` rows.
 
-    data: (K, ...) with K = inds.sum(). inds: (count,) bool mask.
+    data: (M, ...) with M = inds.sum(). inds: (count,) bool mask.
     Returns (count, ...) of data's dtype, ``fill`` in the rows where inds is False.
     """
     check.tensor("data", data, min_ndim=1)
@@ -134,10 +137,10 @@ def _fill_targets(anchors, sampling_result: SamplingResult, num_classes: int,
     """Step 3 on the inside anchors: (labels, label_weights, bbox_targets, bbox_weights)."""
     num_inside = anchors.shape[0]
     labels = torch.full((num_inside,), num_classes, dtype=torch.int64,
-                        device=anchors.device)  # (K,) background everywhere
-    label_weights = anchors.new_zeros(num_inside, dtype=torch.float32)  # (K,)
-    bbox_targets = torch.zeros_like(anchors, dtype=pos_bbox_targets.dtype)  # (K, 4)
-    bbox_weights = torch.zeros_like(anchors, dtype=pos_bbox_targets.dtype)  # (K, 4)
+                        device=anchors.device)  # (N_in,) background everywhere
+    label_weights = anchors.new_zeros(num_inside, dtype=torch.float32)  # (N_in,)
+    bbox_targets = torch.zeros_like(anchors, dtype=pos_bbox_targets.dtype)  # (N_in, 4)
+    bbox_weights = torch.zeros_like(anchors, dtype=pos_bbox_targets.dtype)  # (N_in, 4)
     pos_inds, neg_inds = sampling_result.pos_inds, sampling_result.neg_inds
     if pos_inds.numel() > 0:
         bbox_targets[pos_inds] = pos_bbox_targets
@@ -199,7 +202,7 @@ def anchor_targets_single(flat_anchors: torch.Tensor, valid_flags: torch.Tensor,
                                           allowed_border)  # (N,)
     if not inside.any():
         return None
-    anchors = flat_anchors[inside]  # (K, 4)
+    anchors = flat_anchors[inside]  # (N_in, 4) the inside anchors
 
     # 2. assign and sample
     assign_result = assigner.assign(anchors, gt_bboxes, gt_bboxes_ignore, gt_labels)
@@ -261,14 +264,14 @@ def rtmdet_targets_single(cls_scores: torch.Tensor, decoded_bboxes: torch.Tensor
                                           allowed_border)  # (N,)
     if not inside.any():
         return None
-    priors = flat_priors[inside]  # (K, 4)
+    priors = flat_priors[inside]  # (N_in, 4) the inside priors
     assign_result = assigner.assign(cls_scores[inside], decoded_bboxes[inside], priors,
                                     gt_bboxes, gt_labels)
     sampling_result = PseudoSampler().sample(assign_result, priors, gt_bboxes)
     labels, label_weights, bbox_targets, bbox_weights = _fill_targets(
         priors, sampling_result, num_classes, gt_labels, pos_weight,
         sampling_result.pos_gt_bboxes.to(priors.dtype))
-    assign_metrics = priors.new_zeros(priors.shape[0], dtype=torch.float32)  # (K,)
+    assign_metrics = priors.new_zeros(priors.shape[0], dtype=torch.float32)  # (N_in,)
     pos_inds = sampling_result.pos_inds
     assign_metrics[pos_inds] = assign_result.max_overlaps[pos_inds].float()
 
@@ -394,3 +397,58 @@ def rtmdet_targets(cls_scores: torch.Tensor, decoded_bboxes: torch.Tensor,
             return None
         images.append(t)
     return _gather(images, num_level_anchors, with_metrics=True)
+
+
+# --------------------------------------------------------------------------- R-CNN RoIs
+@dataclasses.dataclass(frozen=True)
+class RoITargets:
+    """The sampled RoIs of one image and their box-head targets, positives first
+    (mmdet ``bbox_head.get_targets`` order).
+
+    rois: (R, 4) xyxy boxes the box head is trained on (gts included where the
+        flavour adds them). labels: (R,) int64, the gt class at positives,
+        ``num_classes`` (background) at negatives. bbox_targets: (R, 4) encoded
+        deltas at positives, 0 at negatives. num_pos: P, the first P rows.
+    """
+
+    rois: torch.Tensor
+    labels: torch.Tensor
+    bbox_targets: torch.Tensor
+    num_pos: int
+    sampling_result: SamplingResult
+    assign_result: AssignResult
+
+
+def roi_targets_single(proposals: torch.Tensor, gt_bboxes: torch.Tensor,
+                       gt_labels: torch.Tensor, *, assigner: Any, sampler: Any,
+                       box_coder: Any, num_classes: int, append_gts: bool,
+                       generator: Optional[torch.Generator] = None) -> RoITargets:
+    """Targets of one image for the second stage of Faster R-CNN.
+
+    proposals: (k, 4) xyxy RPN proposals (detached). gt_bboxes: (G, 4).
+    gt_labels: (G,) int64 in [0, num_classes).
+    append_gts: detectron2 (``add_ground_truth_to_proposals``) and torchvision
+        (``add_gt_proposals``) append the gts to the proposals BEFORE matching; mmdet
+        leaves that to its sampler (``RandomSampler(add_gt_as_proposals=True)``
+        prepends them AFTER assignment, each assigned to itself).
+    assigner / sampler / box_coder: as for ``anchor_targets_single``.
+
+    Steps: (append gts) -> assign -> sample -> labels and ``box_coder.encode``
+    of the positives towards their gts.
+    """
+    _check_image_inputs(proposals, torch.ones(proposals.shape[0], dtype=torch.bool,
+                                              device=proposals.device),
+                        gt_bboxes, gt_labels, num_classes)
+    gt_bboxes = gt_bboxes.to(proposals.dtype)
+    priors = torch.cat([proposals, gt_bboxes]) if append_gts else proposals  # (k [+ G], 4)
+    assign_result = assigner.assign(priors, gt_bboxes, None, gt_labels)
+    result = sampler.sample(assign_result, priors, gt_bboxes, gt_labels=gt_labels,
+                            generator=generator)
+    pos, neg = result.pos_inds, result.neg_inds
+    rois = torch.cat([result.priors[pos], result.priors[neg]])  # (R, 4) positives first
+    labels = torch.full((rois.shape[0],), num_classes, dtype=torch.int64, device=rois.device)
+    labels[: pos.numel()] = gt_labels.to(torch.int64)[result.pos_assigned_gt_inds]
+    bbox_targets = rois.new_zeros((rois.shape[0], 4))  # (R, 4)
+    if pos.numel() > 0:
+        bbox_targets[: pos.numel()] = box_coder.encode(result.pos_priors, result.pos_gt_bboxes)
+    return RoITargets(rois, labels, bbox_targets, int(pos.numel()), result, assign_result)

@@ -12,9 +12,8 @@ Run ``python -m reference.visualize --help``. Two subcommands, each writes one P
 ``assign``
     An image with its ground-truth boxes and the priors an assigner makes
     positive, coloured like their gt. ``--assigner maxiou`` (default) is
-    RetinaNet's :class:`reference.MaxIoUAssigner` (pos 0.5, neg 0.4,
-    min_pos_iou 0) on the anchors of :class:`reference.AnchorGenerator` (or the
-    chosen flavour); ``--assigner dsl`` is RTMDet's
+    RetinaNet's assigner of the chosen flavour (mmdet :class:`reference.MaxIoUAssigner`,
+    pos 0.5, neg 0.4, min_pos_iou 0, by default) on that flavour's anchors; ``--assigner dsl`` is RTMDet's
     :class:`reference.DynamicSoftLabelAssigner` on the points of
     :class:`reference.MlvlPointGenerator`, with seeded random logits and boxes.
 
@@ -37,15 +36,8 @@ from typing import Optional, Sequence
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from reference.anchors import (
-    AnchorGenerator,
-    DefaultAnchorGenerator,
-    MlvlPointGenerator,
-    TorchvisionAnchorGenerator,
-    anchor_inside_flags,
-    retinanet_anchor_preset,
-)
-from reference.assignment import DynamicSoftLabelAssigner, MaxIoUAssigner
+from reference.anchors import MlvlPointGenerator, anchor_inside_flags, retinanet_anchor_preset
+from reference.assignment import DynamicSoftLabelAssigner
 
 __all__ = [
     "FLAVOURS",
@@ -308,26 +300,24 @@ def assign_retinanet(image_hw: tuple[int, int], gt_boxes, gt_labels=None, flavou
     Anchors: the flavour's RetinaNet preset on feature maps of ``ceil(H / stride)
     x ceil(W / stride)`` (mmdet's :class:`AnchorGenerator` by default), kept by
     :func:`anchor_inside_flags` with ``allowed_border`` (RetinaNet: -1, keep all).
-    Assigner: ``MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0)``.
+    Assigner: the flavour's RetinaNet assigner, the one its detector trains with
+    (``RETINANET_FLAVOURS[flavour].assigner``: mmdet ``MaxIoUAssigner(0.5, 0.4,
+    min_pos_iou=0)``, detectron2 ``Matcher`` / torchvision ``TorchvisionMatcher``
+    through ``MatcherAssigner``).
     gt_boxes: ``(G, 4)`` xyxy pixels; gt_labels: ``(G,)`` ints or None (all 0).
     """
+    from reference.detectors.retinanet import RETINANET_FLAVOURS
+
     preset = retinanet_anchor_preset(_check_flavour(flavour))
     boxes, labels = _gt_tensors(gt_boxes, gt_labels)
     generator = preset.build()
     sizes = _featmap_sizes(image_hw, preset.strides)
-    if isinstance(generator, TorchvisionAnchorGenerator):
-        per_level = generator.grid_anchors(image_hw, sizes)
-    else:
-        per_level = generator.grid_anchors(sizes)
-    if isinstance(generator, AnchorGenerator):
-        valid = torch.cat(generator.valid_flags(sizes, image_hw))
-    else:  # detectron2 / torchvision have no per-image valid flags: every anchor counts
-        valid = torch.ones(sum(len(a) for a in per_level), dtype=torch.bool)
+    per_level = generator.grid_priors(sizes, image_size=image_hw)
+    valid = torch.cat(generator.valid_flags(sizes, image_hw))  # all True but for mmdet
     anchors = torch.cat(per_level)  # (N, 4)
     levels = torch.cat([torch.full((len(a),), i, dtype=torch.int64) for i, a in enumerate(per_level)])
     used = anchor_inside_flags(anchors, valid, image_hw, allowed_border=allowed_border)  # (N,)
-    assigner = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0)
-    result = assigner.assign(anchors[used], boxes, gt_labels=labels)
+    result = RETINANET_FLAVOURS[flavour].assigner.assign(anchors[used], boxes, gt_labels=labels)
     gt_inds = torch.zeros(len(anchors), dtype=torch.int64)
     gt_inds[used] = result.gt_inds
     return Assignment(anchors, gt_inds, used, levels, boxes, labels)

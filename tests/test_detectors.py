@@ -17,6 +17,7 @@ from reference.backbones import CSPNeXt, ResNetBackbone
 from reference.detectors import DETECTOR_NAMES, ImageList, build_detector
 from reference.detectors.faster_rcnn import FASTER_RCNN_FLAVOURS
 from reference.detectors.retinanet import RETINANET_FLAVOURS
+from reference.losses import EmaLossNormalizer, FixedBatch, PerImageMean, SampledMean, TotalPositives, TotalSamples
 from reference.heads import RetinaHead, RoIBoxHead, RTMDetSepBNHead, flatten_level_outputs, prior_prob_bias
 from reference.necks import FPN, CSPNeXtPAFPN
 
@@ -171,7 +172,7 @@ def test_detector_names_and_overrides():
 def test_flavour_presets_record_upstream_differences():
     mm, d2, tv = (RETINANET_FLAVOURS[k] for k in ("mmdet", "detectron2", "torchvision"))
     assert (mm.fpn_extra_source, d2.fpn_extra_source, tv.fpn_extra_source) == ("input", "input", "output")
-    assert (mm.normaliser, d2.normaliser, tv.normaliser) == ("total_positives", "ema", "per_image")
+    assert (mm.normaliser, d2.normaliser, tv.normaliser) == (TotalPositives, EmaLossNormalizer, PerImageMean)
     assert (mm.max_detections, tv.max_detections) == (100, 300)
     assert d2.box_loss_beta == 0.1
     fr = FASTER_RCNN_FLAVOURS
@@ -179,13 +180,18 @@ def test_flavour_presets_record_upstream_differences():
     assert (fr["torchvision"].pooler_sampling_ratio, fr["torchvision"].pooler_aligned) == (2, False)
     assert (fr["detectron2"].pooler_sampling_ratio, fr["detectron2"].pooler_aligned) == (0, True)
     assert fr["torchvision"].roi_box_beta == pytest.approx(1 / 9)
+    assert [fr[k].rpn_normaliser for k in ("mmdet", "detectron2", "torchvision")] == \
+        [TotalSamples, FixedBatch, SampledMean]
+    assert [fr[k].rpn_post_nms_topk_train for k in ("mmdet", "detectron2", "torchvision")] == \
+        [1000, 1000, 2000]
 
 
 def test_mmdet_and_torchvision_anchor_sizes_differ_by_truncation():
     mm = build_detector("retinanet_r50_fpn", num_classes=2)
     tv = build_detector("retinanet_r50_fpn", num_classes=2, flavour="torchvision")
-    a_mm = torch.cat(mm.anchor_maker.anchors((64, 64), [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)], "cpu"))
-    a_tv = torch.cat(tv.anchor_maker.anchors((64, 64), [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)], "cpu"))
+    fmaps = [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    a_mm = torch.cat(mm.anchor_generator.grid_priors(fmaps, "cpu", image_size=(64, 64)))
+    a_tv = torch.cat(tv.anchor_generator.grid_priors(fmaps, "cpu", image_size=(64, 64)))
     assert a_mm.shape == a_tv.shape == (9 * (64 + 16 + 4 + 1 + 1), 4)
     torch.testing.assert_close(a_mm[0], torch.tensor([-22.6274, -11.3137, 22.6274, 11.3137]))
     assert torch.equal(a_tv, a_tv.round())  # torchvision rounds its base anchors

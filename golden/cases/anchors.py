@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from conformance.oracles import anchors as oracle
+from oracles import anchors as oracle
 from golden.case import GoldenCase, exact_sha256, sampled_rows
 from golden.inputs import (FIRST_P3_ANCHOR, RETINANET_FEATMAPS, RETINANET_RATIOS,
                                   RETINANET_STRIDES, RTMDET_FEATMAPS, RTMDET_STRIDES, SAMPLES,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torchvision
 
-from conformance.oracles import assignment as assign_oracle
+from oracles import assignment as assign_oracle
 from golden.case import GoldenCase, exact_sha256, sampled_rows
 
 # --------------------------------------------------------------------------- inputs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from conformance.oracles import boxes as oracle
+from oracles import boxes as oracle
 from golden.case import GoldenCase, sampled_rows
 from golden.inputs import (FIRST_P3_ANCHOR, IMAGE_800x1216, OCTAVE_BASE_SCALE,
                                   RETINANET_RATIOS, RETINANET_STRIDES, SCALES_PER_OCTAVE,

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from conformance.oracles import coders as oracle
+from oracles import coders as oracle
 from golden.case import GoldenCase, sampled_rows
 from golden.inputs import (FIRST_P3_ANCHOR, IMAGE_800x1216, SAMPLES, column_means,
                                   retinanet_anchors, rtmdet_points, sample_index)

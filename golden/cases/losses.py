@@ -146,7 +146,7 @@ def _rtmdet_run(impl, device) -> dict:
 
 def _rtmdet_cross_check(out) -> None:
     """The loop-based NumPy oracles (QFL steps and GIoU with mmdet's eps), per level."""
-    from conformance.oracles import losses as oracle
+    from oracles import losses as oracle
 
     x = _rtmdet_inputs()
     metric_sum = float(x["metrics"].double().sum())

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torchvision
 
-from conformance.oracles import nms as nms_oracle
-from conformance.oracles import proposals as proposal_oracle
-from conformance.oracles import roi as roi_oracle
+from oracles import nms as nms_oracle
+from oracles import proposals as proposal_oracle
+from oracles import roi as roi_oracle
 from golden.case import GoldenCase
 
 # --------------------------------------------------------------------------- RoIAlign

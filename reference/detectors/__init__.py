@@ -53,7 +53,7 @@ DETECTOR_CONFIGS = {
         rpn_pre_nms_topk_test=500, rpn_post_nms_topk_test=300, roi_batch_size=128)),
     "rtmdet": (build_rtmdet, RTMDetConfig(
         deepen_factor=0.167, widen_factor=0.25, neck_channels=64, head_channels=64,
-        exp_on_reg=True)),
+        exp_on_reg=True, norm_eps=1e-3, norm_momentum=0.03)),
     "retinanet_r50_fpn": (build_retinanet, RetinaNetConfig()),
     "faster_rcnn_r50_fpn": (build_faster_rcnn, FasterRCNNConfig()),
     "rtmdet_tiny": (build_rtmdet, RTMDetConfig(

@@ -10,53 +10,41 @@ A = 9 anchors per location, levels P3..P7 at strides 8..128):
    13x19, 7x10.
 4. ``RetinaHead``: per level cls (2, A*C, H_l, W_l), box (2, A*4, H_l, W_l);
    ``flatten_level_outputs`` -> cls (2, 182403, C), box (2, 182403, 4).
-5. Anchors: (182403, 4) xyxy, level by level, location row-major, anchor innermost.
-6. Training (``compute_losses``), per image: match anchors to gts (flavour's
-   matcher) -> focal loss over positive + negative anchors, L1 / smooth-L1 on the
-   encoded deltas of positive anchors -> normalise (flavour's normaliser).
-7. Inference (``detect``), per image and level: sigmoid scores of every
-   (anchor, class) pair, keep > score_thresh, top-k, decode, clip to the image;
-   then class-wise NMS over all levels and keep the best ``max_detections``.
+5. Priors: ``retinanet_anchor_preset(flavour).build()`` -> per level (n_l, 4) xyxy,
+   182403 in all, location row-major, anchor innermost (``grid_priors``), and
+   per image ``valid_flags`` (mmdet: anchors over the image's own padding are out).
+6. Training (``compute_losses``): ``targets.anchor_targets`` with the flavour's
+   assigner and coder (assign -> ``PseudoSampler`` -> labels, weights, deltas)
+   -> per image summed ``sigmoid_focal_loss`` over positives and negatives and
+   ``smooth_l1_loss`` (beta 0 = L1) over positives -> the flavour's normaliser
+   (``TotalPositives``, ``EmaLossNormalizer``, ``PerImageMean`` in ``losses``).
+7. Inference (``dense.dense_detect``): per level top-k above score_thresh, decode
+   with the coder, clip (``boxes.clip_boxes``), class-wise NMS, best ``max_detections``.
 
-Flavours (mmdet, detectron2, torchvision) are ``RetinaNetFlavour`` presets: which
-FPN extra levels, which anchors, matcher, box coder, box loss and normaliser,
-and the inference numbers. ``build_retinanet(RetinaNetConfig(...))`` builds one.
+Flavours (mmdet, detectron2, torchvision) are ``RetinaNetFlavour`` presets holding
+the stage objects: assigner, coder, normaliser, plus FPN extra levels, the box
+loss beta and the inference numbers. ``build_retinanet(RetinaNetConfig(...))``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
-
 import torch
 from torch import nn
 
+from reference.anchors import retinanet_anchor_preset
+from reference.assignment import Matcher, MatcherAssigner, MaxIoUAssigner, TorchvisionMatcher
 from reference.backbones import ResNetBackbone
-from reference.detectors.common import (
-    AnchorMaker,
-    DeltaCodec,
-    check_finite,
-    check_images_and_targets,
-    clip_to_image,
-    detectron2_anchors,
-    detectron2_codec,
-    detectron2_matcher,
-    mmdet_anchors,
-    mmdet_codec,
-    mmdet_matcher,
-    octave_sizes,
-    load_renamed_state_dict,
-    pad_size,
-    resolve_flavour,
-    torchvision_anchors,
-    torchvision_codec,
-    torchvision_matcher,
-)
-from reference.detectors.image_list import ImageList
+from reference.boxes import clip_boxes
+from reference.coders import Box2BoxTransform, BoxCoder, DeltaCodec, DeltaXYWHBBoxCoder
+from reference.detectors.dense import DenseTestConfig, dense_detect
+from reference.detectors.image_list import ImageList, check_finite, check_images_and_targets, pad_size
+from reference.detectors.torchvision_weights import load_torchvision_retinanet_weights
 from reference.heads import RetinaHead, flatten_level_outputs
-from reference.losses import EmaLossNormalizer, sigmoid_focal_loss, smooth_l1_loss
+from reference.losses import (EmaLossNormalizer, PerImageMean, TotalPositives, sigmoid_focal_loss,
+                              smooth_l1_loss)
 from reference.necks import FPN
-from reference.nms import batched_nms
+from reference.targets import anchor_targets
 
 __all__ = [
     "RetinaNetFlavour",
@@ -68,23 +56,24 @@ __all__ = [
 ]
 
 Tensor = torch.Tensor
-STRIDES = (8, 16, 32, 64, 128)  # P3..P7
-RATIOS = (0.5, 1.0, 2.0)  # h / w
 
 
 # --------------------------------------------------------------------------- flavours
 @dataclasses.dataclass(frozen=True)
 class RetinaNetFlavour:
-    """Everything in which the three upstream RetinaNets differ.
+    """Everything in which the three upstream RetinaNets differ, as stage objects.
 
     fpn_extra_source / fpn_relu_before_extra_convs: how P6, P7 are made (see FPN).
-    make_anchors(octave_base_scale, scales_per_octave) -> AnchorMaker.
-    make_matcher() -> match(anchors (A, 4), gt_boxes (G, 4)) -> AnchorMatch.
-    codec: anchor/gt <-> deltas (all three use unit weights for RetinaNet).
+    Anchors: ``retinanet_anchor_preset(name, octave_base_scale, scales_per_octave)``.
+    assigner: ``assign(anchors, gts, None, gt_labels) -> AssignResult`` (mmdet
+        ``MaxIoUAssigner``; detectron2 ``Matcher`` / torchvision ``TorchvisionMatcher``
+        through ``MatcherAssigner``), IoU 0.5 positive, < 0.4 negative, low-quality on.
+    codec: ``DeltaCodec`` of the flavour's delta coder (unit weights in all three).
     box_loss_beta: smooth-L1 beta; 0 is plain L1 (mmdet, torchvision).
-    normaliser: "total_positives" (mmdet: sum / sum_i max(pos_i, 1)),
-        "per_image" (torchvision: mean_i(sum_i / max(1, pos_i))),
-        "ema" (detectron2: sum / EMA of the batch's positives, 0.9, start 100).
+    normaliser: the class of the batch reduction (``losses``): ``TotalPositives``
+        (mmdet: sum / sum_i max(pos_i, 1)), ``EmaLossNormalizer`` (detectron2: sum /
+        EMA of the batch's positives, 0.9, start 100), ``PerImageMean`` (torchvision:
+        mean_i(sum_i / max(1, pos_i))); one instance per model.
     score_thresh, topk_candidates, nms_iou, max_detections: inference.
     size_divisibility: batch padding multiple.
     """
@@ -92,11 +81,10 @@ class RetinaNetFlavour:
     name: str
     fpn_extra_source: str
     fpn_relu_before_extra_convs: bool
-    make_anchors: Callable[[float, int], AnchorMaker]
-    make_matcher: Callable[[], Callable]
+    assigner: object
     codec: DeltaCodec
     box_loss_beta: float
-    normaliser: str
+    normaliser: type
     score_thresh: float = 0.05
     topk_candidates: int = 1000
     nms_iou: float = 0.5
@@ -107,22 +95,19 @@ class RetinaNetFlavour:
 RETINANET_FLAVOURS = {
     "mmdet": RetinaNetFlavour(
         name="mmdet", fpn_extra_source="input", fpn_relu_before_extra_convs=False,
-        make_anchors=lambda base, n: mmdet_anchors(STRIDES, RATIOS, base, n),
-        make_matcher=lambda: mmdet_matcher(0.5, 0.4, min_pos_iou=0.0),
-        codec=mmdet_codec(), box_loss_beta=0.0, normaliser="total_positives"),
+        assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0),
+        codec=DeltaCodec(DeltaXYWHBBoxCoder(clip_border=False)), box_loss_beta=0.0,
+        normaliser=TotalPositives),
     "detectron2": RetinaNetFlavour(
         name="detectron2", fpn_extra_source="input", fpn_relu_before_extra_convs=True,
-        make_anchors=lambda base, n: detectron2_anchors(
-            octave_sizes(STRIDES, base, n, truncate=False), RATIOS, STRIDES),
-        make_matcher=lambda: detectron2_matcher(0.5, 0.4),
-        codec=detectron2_codec(), box_loss_beta=0.1, normaliser="ema"),
+        assigner=MatcherAssigner(Matcher([0.4, 0.5], [0, -1, 1], allow_low_quality_matches=True)),
+        codec=DeltaCodec(Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))), box_loss_beta=0.1,
+        normaliser=EmaLossNormalizer),
     "torchvision": RetinaNetFlavour(
         name="torchvision", fpn_extra_source="output", fpn_relu_before_extra_convs=True,
-        make_anchors=lambda base, n: torchvision_anchors(
-            octave_sizes(STRIDES, base, n, truncate=True), RATIOS),
-        make_matcher=lambda: torchvision_matcher(0.5, 0.4),
-        codec=torchvision_codec(), box_loss_beta=0.0, normaliser="per_image",
-        max_detections=300),
+        assigner=MatcherAssigner(TorchvisionMatcher(0.5, 0.4, allow_low_quality_matches=True)),
+        codec=DeltaCodec(BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))), box_loss_beta=0.0,
+        normaliser=PerImageMean, max_detections=300),
 }
 
 
@@ -164,149 +149,92 @@ class RetinaNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: RetinaHead,
-                 anchors: AnchorMaker, flavour: RetinaNetFlavour, num_classes: int) -> None:
+                 anchor_generator, flavour: RetinaNetFlavour, num_classes: int) -> None:
         super().__init__()
-        if anchors.num_anchors != head.num_anchors:
-            raise ValueError(f"anchors: {anchors.num_anchors} per location, head predicts "
-                             f"{head.num_anchors}")
+        if anchor_generator.num_base_anchors[0] != head.num_anchors:
+            raise ValueError(f"anchor_generator: {anchor_generator.num_base_anchors[0]} per "
+                             f"location, head predicts {head.num_anchors}")
         self.backbone, self.neck, self.head = backbone, neck, head
-        self.anchor_maker = anchors
+        self.anchor_generator = anchor_generator
         self.flavour = flavour
         self.num_classes = num_classes
-        self.match = flavour.make_matcher()
-        self.ema = EmaLossNormalizer(0.9, 100.0)
+        self.normaliser = flavour.normaliser()  # one per model (detectron2's EMA has state)
+        self.test_cfg = DenseTestConfig(flavour.score_thresh, flavour.topk_candidates,
+                                        flavour.nms_iou, flavour.max_detections)
+        self.uses_sync_bn = False
 
     # ---------------------------------------------------------------- forward
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         check_images_and_targets(images, targets, self.num_classes, self.training)
         batch = ImageList.from_tensors(list(images), self.flavour.size_divisibility)
-        feats = self.neck(self.backbone(batch.tensor))  # P3..P7: (N, F, H_l, W_l)
+        feats = self.neck(self.backbone(batch.tensor))  # P3..P7: (B, F, H_l, W_l)
         cls_maps, box_maps = self.head(feats)
         featmap_sizes = [tuple(f.shape[-2:]) for f in feats]
-        anchors = torch.cat(self.anchor_maker.anchors(batch.padded_size, featmap_sizes,
-                                                      batch.tensor.device))  # (A_all, 4)
+        anchors = self.anchor_generator.grid_priors(featmap_sizes, batch.tensor.device,
+                                                    image_size=batch.padded_size)  # (n_l, 4)
         if self.training:
             check_finite("retinanet head", cls_maps + box_maps)
-            cls = flatten_level_outputs(cls_maps, self.num_classes)  # (N, A_all, C)
-            box = flatten_level_outputs(box_maps, 4)  # (N, A_all, 4)
-            return self.compute_losses(anchors, cls, box, batch, featmap_sizes, targets)
-        return self.detect(anchors, cls_maps, box_maps, batch)
+            return self.compute_losses(anchors, cls_maps, box_maps, batch, featmap_sizes, targets)
+        return dense_detect(anchors, cls_maps, box_maps, batch.image_sizes, self.num_classes,
+                            self.decode, self.test_cfg)
 
     def head_outputs(self, batch: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """Raw head maps for a padded (N, 3, H, W) batch: cls (N, A*C, H_l, W_l) and
-        box (N, A*4, H_l, W_l) per level P3..P7 (for shape checks and debugging)."""
+        """Raw head maps for a padded (B, 3, H, W) batch: cls (B, A*C, H_l, W_l) and
+        box (B, A*4, H_l, W_l) per level P3..P7 (for shape checks and debugging)."""
         return self.head(self.neck(self.backbone(batch)))
 
     # ---------------------------------------------------------------- training
-    def compute_losses(self, anchors: Tensor, cls: Tensor, box: Tensor, batch: ImageList,
-                       featmap_sizes: list, targets: list[dict]) -> dict[str, Tensor]:
-        """Per image: match, build targets, sum the losses; then normalise.
+    def compute_losses(self, anchors: list[Tensor], cls_maps: list[Tensor], box_maps: list[Tensor],
+                       batch: ImageList, featmap_sizes: list, targets: list[dict]) -> dict[str, Tensor]:
+        """targets.anchor_targets -> per-image loss sums -> the flavour's normaliser.
 
-        anchors (A_all, 4); cls (N, A_all, C) logits; box (N, A_all, 4) deltas.
+        anchors: per level (n_l, 4); cls_maps / box_maps: per level head maps.
         """
-        cls_sums, box_sums, num_pos = [], [], []
-        for i, target in enumerate(targets):
-            gt_boxes, gt_labels = target["boxes"].to(anchors.dtype), target["labels"]
-            valid = torch.cat(self.anchor_maker.valid(
-                pad_size(batch.image_sizes[i], self.flavour.size_divisibility),
-                featmap_sizes, anchors.device))  # (A_all,) bool
-            m = self.match(anchors, gt_boxes)
-            state = torch.where(valid, m.state, torch.full_like(m.state, -1))  # (A_all,)
-            pos = state == 1
-            used = state >= 0
-            # Classification: one-hot targets on positives, all-zero on negatives.
-            cls_target = torch.zeros_like(cls[i])  # (A_all, C)
-            cls_target[pos, gt_labels[m.matched_gt[pos]]] = 1.0
-            cls_sums.append(sigmoid_focal_loss(cls[i][used], cls_target[used], reduction="sum"))
-            # Regression: deltas of positive anchors towards their gt.
-            box_target = self.flavour.codec.encode(anchors[pos], gt_boxes[m.matched_gt[pos]])  # (P, 4)
-            box_sums.append(smooth_l1_loss(box[i][pos], box_target,
-                                           beta=self.flavour.box_loss_beta, reduction="sum"))
+        f = self.flavour
+        cls = flatten_level_outputs(cls_maps, self.num_classes)  # (B, A_all, C)
+        box = flatten_level_outputs(box_maps, 4)  # (B, A_all, 4)
+        device = cls.device
+        valid = [self.anchor_generator.valid_flags(
+            featmap_sizes, pad_size(size, f.size_divisibility), device) for size in batch.image_sizes]
+        gts = [t["boxes"].to(anchors[0].dtype) for t in targets]
+        level_targets = anchor_targets(
+            [anchors] * len(targets), valid, gts, batch.image_sizes,
+            gt_labels_list=[t["labels"] for t in targets], assigner=f.assigner,
+            num_classes=self.num_classes, box_coder=f.codec, allowed_border=-1)
+        sums, num_pos = [], []
+        for i, t in enumerate(level_targets.images):  # one image at a time, unmapped (A_all,)
+            pos = t.bbox_weights[:, 0] > 0  # (A_all,)
+            loss_cls = sigmoid_focal_loss(cls[i], t.labels, weight=t.label_weights.to(cls.dtype),
+                                          reduction="sum")
+            loss_box = smooth_l1_loss(box[i][pos], t.bbox_targets[pos].to(box.dtype),
+                                      beta=f.box_loss_beta, reduction="sum")
+            sums.append(torch.stack([loss_cls, loss_box.to(loss_cls.dtype)]))
             num_pos.append(int(pos.sum()))
-        return self._normalise(cls_sums, box_sums, num_pos)
-
-    def _normalise(self, cls_sums: list[Tensor], box_sums: list[Tensor],
-                   num_pos: list[int]) -> dict[str, Tensor]:
-        rule = self.flavour.normaliser
-        if rule == "per_image":
-            den = [max(1, p) for p in num_pos]
-            loss_cls = sum(c / d for c, d in zip(cls_sums, den)) / len(den)
-            loss_box = sum(b / d for b, d in zip(box_sums, den)) / len(den)
-            return {"loss_cls": loss_cls, "loss_box": loss_box}
-        if rule == "total_positives":
-            den = float(sum(max(1, p) for p in num_pos))
-        else:  # "ema": detectron2 keeps a running average of the batch's positives
-            den = self.ema.update(sum(num_pos)) if self.training else max(1, sum(num_pos))
-        return {"loss_cls": sum(cls_sums) / den, "loss_box": sum(box_sums) / den}
+        loss_cls, loss_box = self.normaliser(torch.stack(sums), num_pos)  # (B, 2) -> (2,)
+        return {"loss_cls": loss_cls, "loss_box": loss_box}
 
     # ---------------------------------------------------------------- inference
-    @torch.no_grad()
-    def detect(self, anchors: Tensor, cls_maps: list[Tensor], box_maps: list[Tensor],
-               batch: ImageList) -> list[dict[str, Tensor]]:
-        """Per image: per-level top-k above threshold, decode, clip, class-wise NMS."""
-        f = self.flavour
-        C = self.num_classes
-        level_sizes = [m.shape[-2] * m.shape[-1] * self.head.num_anchors for m in cls_maps]
-        level_anchors = anchors.split(level_sizes)
-        cls_levels = [flatten_level_outputs([m], C) for m in cls_maps]  # (N, A_l, C)
-        box_levels = [flatten_level_outputs([m], 4) for m in box_maps]  # (N, A_l, 4)
-        results = []
-        for i, (h, w) in enumerate(batch.image_sizes):
-            boxes_all, scores_all, labels_all = [], [], []
-            for anc, cls, box in zip(level_anchors, cls_levels, box_levels):
-                scores = torch.sigmoid(cls[i]).flatten()  # (A_l * C,) anchor-major
-                candidates = torch.nonzero(scores > f.score_thresh).squeeze(1)
-                scores = scores[candidates]
-                top = scores.topk(min(f.topk_candidates, scores.numel())).indices
-                scores, candidates = scores[top], candidates[top]
-                anchor_idx, labels = candidates // C, candidates % C
-                boxes = f.codec.decode(anc[anchor_idx], box[i][anchor_idx])  # (k, 4)
-                boxes = clip_to_image(boxes, h, w)
-                boxes_all.append(boxes)
-                scores_all.append(scores)
-                labels_all.append(labels)
-            boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
-            keep = batched_nms(boxes, scores, labels, f.nms_iou)[: f.max_detections]
-            results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
-        return results
+    def decode(self, anchors: Tensor, deltas: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """(k, 4) anchors and deltas -> (k, 4) boxes clipped to the image (h, w)."""
+        return clip_boxes(self.flavour.codec.decode(anchors, deltas), *image_size)
 
 
 def build_retinanet(cfg: RetinaNetConfig) -> RetinaNet:
     """Modules of a RetinaNet from its plain config (see ``RetinaNetConfig``)."""
-    flavour = resolve_flavour(RETINANET_FLAVOURS, cfg,
-                              ("score_thresh", "topk_candidates", "nms_iou", "max_detections"))
+    if cfg.flavour not in RETINANET_FLAVOURS:
+        raise ValueError(f"flavour={cfg.flavour!r}: expected one of {sorted(RETINANET_FLAVOURS)}")
+    if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
+        raise ValueError(f"num_classes={cfg.num_classes!r}: expected a positive int")
+    overrides = {k: getattr(cfg, k) for k in ("score_thresh", "topk_candidates", "nms_iou",
+                                               "max_detections") if getattr(cfg, k) is not None}
+    flavour = dataclasses.replace(RETINANET_FLAVOURS[cfg.flavour], **overrides)
     backbone = ResNetBackbone(cfg.backbone_depth, out_stages=(3, 4, 5),
                               frozen_stages=cfg.frozen_stages, norm=cfg.backbone_norm)
     neck = FPN(backbone.out_channels, cfg.fpn_channels, num_outs=5,
                extra_source=flavour.fpn_extra_source,
                relu_before_extra_convs=flavour.fpn_relu_before_extra_convs)
-    anchors = flavour.make_anchors(cfg.octave_base_scale, cfg.scales_per_octave)
-    head = RetinaHead(cfg.fpn_channels, cfg.num_classes, anchors.num_anchors,
+    anchors = retinanet_anchor_preset(flavour.name, cfg.octave_base_scale,
+                                      cfg.scales_per_octave).build()
+    head = RetinaHead(cfg.fpn_channels, cfg.num_classes, anchors.num_base_anchors[0],
                       cfg.head_channels, cfg.head_convs, cfg.prior_prob)
     return RetinaNet(backbone, neck, head, anchors, flavour, cfg.num_classes)
-
-
-# --------------------------------------------------------------------------- torchvision weights
-# torchvision retinanet_resnet50_fpn state-dict keys -> ours. The backbone body is
-# the same torchvision ResNet; the FPN and head convs are renamed; our conv towers
-# interleave ReLU modules, so torchvision's k-th tower conv is our index 2k.
-_TV_RETINANET_KEYS = [
-    (r"^backbone\.body\.", "backbone.body."),
-    (r"^backbone\.fpn\.inner_blocks\.(\d+)\.0\.", r"neck.lateral_convs.\1."),
-    (r"^backbone\.fpn\.layer_blocks\.(\d+)\.0\.", r"neck.output_convs.\1."),
-    (r"^backbone\.fpn\.extra_blocks\.p6\.", "neck.extra_convs.0."),
-    (r"^backbone\.fpn\.extra_blocks\.p7\.", "neck.extra_convs.1."),
-    (r"^head\.classification_head\.conv\.(\d+)\.0\.", "head.cls_convs.{2k}."),
-    (r"^head\.classification_head\.cls_logits\.", "head.cls_out."),
-    (r"^head\.regression_head\.conv\.(\d+)\.0\.", "head.reg_convs.{2k}."),
-    (r"^head\.regression_head\.bbox_reg\.", "head.reg_out."),
-]
-
-
-def load_torchvision_retinanet_weights(model: RetinaNet, tv_model: nn.Module) -> None:
-    """Copy a torchvision ``retinanet_resnet50_fpn`` state into a torchvision-flavour model.
-
-    Every torchvision tensor must map to one of ours with the same shape and every
-    one of ours must be filled; otherwise ValueError lists what did not match.
-    """
-    load_renamed_state_dict(model, tv_model, _TV_RETINANET_KEYS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conformance.oracles import assignment as assign_oracle
+from oracles import assignment as assign_oracle
 
 
 def unmap(data, count, mask, fill=0):

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from conformance.oracles.nms import batched_nms
+from oracles.nms import batched_nms
 
 
 def mmdet_delta_decode(anchor, delta, means, stds, max_shape, wh_ratio_clip=16 / 1000):
