@@ -158,7 +158,7 @@ def test_rtmdet_norms_sizes_priors_and_test_cfg(name):
     model = _model(name)
     up = UPSTREAM[name]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert {(m.eps, m.momentum) for m in norms} == {TORCH_BN} and model.uses_sync_bn
+    assert {(m.eps, m.momentum) for m in norms} == {TORCH_BN} and model.sync_bn_under_ddp
     cfg = model.cfg
     assert (cfg.deepen_factor, cfg.widen_factor) == (up["sizes"]["backbone.deepen_factor"],
                                                      up["sizes"]["backbone.widen_factor"])

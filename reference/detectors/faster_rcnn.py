@@ -277,7 +277,6 @@ class FasterRCNN(nn.Module):
                                           flavour.pooler_sampling_ratio, flavour.pooler_aligned,
                                           flavour.level_mapping)
         self.generator: torch.Generator | None = None
-        self.uses_sync_bn = False
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         check_images_and_targets(images, targets, self.num_classes, self.training)

@@ -161,7 +161,6 @@ class RetinaNet(nn.Module):
         self.normaliser = flavour.normaliser()  # one per model (detectron2's EMA has state)
         self.test_cfg = DenseTestConfig(flavour.score_thresh, flavour.topk_candidates,
                                         flavour.nms_iou, flavour.max_detections)
-        self.uses_sync_bn = False
 
     # ---------------------------------------------------------------- forward
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):

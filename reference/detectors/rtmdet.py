@@ -23,7 +23,7 @@ One image's path (shapes for a (B, 3, 640, 640) batch, tiny config, C classes):
 Norms: mmdet 3.3's RTMDet configs set ``norm_cfg=dict(type='SyncBN')`` in backbone,
 neck and head, i.e. PyTorch's defaults eps 1e-5, momentum 0.1 (the modules'
 own default, BN eps 1e-3 momentum 0.03, only applies without a config); the
-upstream configurations here use those, and ``uses_sync_bn`` tells a distributed
+upstream configurations here use those, and ``sync_bn_under_ddp`` tells a distributed
 trainer to convert them.
 """
 
@@ -60,7 +60,7 @@ class RTMDetConfig:
     point_offset: ``MlvlPointGenerator(offset=0)`` in mmdet's configs.
     norm_eps / norm_momentum / sync_bn: every BatchNorm of backbone, neck and head;
         the configs' ``SyncBN`` (eps 1e-5, momentum 0.1). ``sync_bn`` is exposed as
-        ``model.uses_sync_bn`` for trainers that convert to SyncBatchNorm.
+        ``model.sync_bn_under_ddp`` for trainers that convert to SyncBatchNorm.
     """
 
     num_classes: int = 80
@@ -90,10 +90,6 @@ class RTMDet(nn.Module):
     Training -> {"loss_cls", "loss_box"}; eval -> per image {"boxes", "scores", "labels"}.
     """
 
-    # mmdet 3.3's rtmdet configs norm with SyncBN (rtmdet_l_8xb32-300e_coco.py); the
-    # training script reads this to convert under DDP (--sync-bn auto).
-    sync_bn_under_ddp = True
-
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: RTMDetSepBNHead,
                  cfg: RTMDetConfig) -> None:
         super().__init__()
@@ -104,7 +100,9 @@ class RTMDet(nn.Module):
         self.assigner = DynamicSoftLabelAssigner(soft_center_radius=3.0, topk=13, iou_weight=3.0)
         self.test_cfg = DenseTestConfig(cfg.score_thresh, cfg.nms_pre, cfg.nms_iou,
                                         cfg.max_detections)
-        self.uses_sync_bn = cfg.sync_bn
+        # mmdet 3.3's rtmdet configs norm with SyncBN (rtmdet_l_8xb32-300e_coco.py); the
+        # training script reads this to convert under DDP (--sync-bn auto).
+        self.sync_bn_under_ddp = cfg.sync_bn
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         check_images_and_targets(images, targets, self.num_classes, self.training)
