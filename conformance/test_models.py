@@ -363,9 +363,9 @@ def test_upstream_configs_freeze_stem_and_keep_batch_norm_in_eval(build):
 def test_small_detectors_train_under_cpu_bfloat16_autocast(build, name):
     torch.set_num_threads(1)
     model = build(name).train()
-    images = _seeded_images([(64, 96), (64, 96)], "cpu")
+    images = _seeded_images([(64, 96)], "cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = model(images, _targets("cpu"))
+        losses = model(images, _targets("cpu")[:1])
     for key, value in losses.items():
         assert value.dim() == 0 and bool(torch.isfinite(value)), key
     sum(v.float() for v in losses.values()).backward()
