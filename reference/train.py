@@ -618,8 +618,10 @@ def train_one_epoch(run: _Run, epoch: int, start: int, step: int) -> int:
             logged, stop_now = reduced[:-1], reduced[-1] > 0
             if not math.isfinite(logged[0]):
                 parts = diverged or ", ".join(f"{n}={v:.4g}" for n, v in zip(names, logged[1:]))
-                raise NonFiniteLossError(f"loss is {logged[0]} at epoch {epoch} step {step} "
-                                         f"({parts})")
+                error = NonFiniteLossError(f"loss is {logged[0]} at epoch {epoch} step {step} "
+                                           f"({parts})")
+                error.step = step
+                raise error
             # 5) backward, optional clipping, step
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
@@ -1016,7 +1018,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
         message = f"stopping: {exc}. Last good checkpoint kept: {kept}"
         runlog.progress("", final=True)
         runlog.say(message)
-        runlog.record("nonfinite", step=step, message=message)
+        runlog.record("nonfinite", step=getattr(exc, "step", step), message=message)
         _finish_distributed(world)
         return 1
     except DatasetError as exc:  # an unreadable image mid-run (train or val)

@@ -325,6 +325,19 @@ def test_real_small_retinanet_trains_a_few_steps_and_evaluates(tiny_data, tmp_pa
     assert checkpoint["model_overrides"] == {"fpn_channels": 16, "head_channels": 16}
 
 
+def test_a_real_divergence_stops_through_the_non_finite_handler(tiny_data, tmp_path, capsys):
+    out = tmp_path / "diverged"
+    argv = _argv(tiny_data, out, "--epochs", "1", "--model-override", "fpn_channels=16",
+                 "--model-override", "head_channels=16", "--optimizer", "sgd", "--lr", "1e6",
+                 "--warmup-iters", "0", "--no-eval")
+    argv[argv.index("test_train:build_standin")] = "retinanet"
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "training has diverged" in err and "Last good checkpoint kept" in err
+    record = _log(out)[-1]
+    assert record["type"] == "nonfinite" and record["step"] >= 1
+
+
 # --------------------------------------------------------------------------- files from others
 def _copy_data(tiny_data: Path, tmp_path: Path, edit=None) -> Path:
     """A copy of the tiny set whose train and val JSON pass through ``edit``."""
