@@ -681,6 +681,12 @@ def _reraise_worker_dataset_error(exc: Exception) -> None:
         raise DatasetError(text[-1].split(": ", 1)[1]) from None
 
 
+def _wants_sync_bn(flag: str, model: torch.nn.Module) -> bool:
+    """--sync-bn on/off, or auto: what the model says (``sync_bn_under_ddp``), never
+    guessed from its name."""
+    return flag == "on" or (flag == "auto" and bool(getattr(model, "sync_bn_under_ddp", False)))
+
+
 def _image_sizes(args, synthetic: bool, train_set: CocoDetection) -> tuple[int, int, str]:
     """(min_size, max_size, a note saying where they come from; empty when given)."""
     defaults = DEFAULT_SIZES["synthetic" if synthetic else "coco"]
@@ -896,9 +902,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
             return 2
         runlog.say(f"backbone weights {args.weights_backbone}: {counts}")
     model.to(device)
-    sync_bn = args.sync_bn == "on" or (
-        args.sync_bn == "auto" and getattr(model, "sync_bn_under_ddp", False))
-    if world > 1 and sync_bn:
+    if world > 1 and _wants_sync_bn(args.sync_bn, model):
         if device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:

@@ -459,3 +459,15 @@ def test_a_terminal_gets_a_tqdm_progress_bar_and_a_pipe_the_line_log(tiny_data, 
 
 def _tty_runlog_init(self, output_dir, enabled):
     self.enabled, self.path, self.tty = enabled, output_dir / "log.jsonl", True
+
+
+def test_sync_bn_auto_follows_the_model_not_its_name():
+    from reference.detectors import build_detector
+    from reference.train import _wants_sync_bn
+
+    assert _wants_sync_bn("auto", build_detector("rtmdet", num_classes=2))
+    assert not _wants_sync_bn("auto", build_detector("retinanet", num_classes=2))
+    renamed = build_standin(2)  # e.g. --model mylib:rtmdet_like, a plain BatchNorm model
+    assert not _wants_sync_bn("auto", renamed) and _wants_sync_bn("on", renamed)
+    assert not _wants_sync_bn("off", build_detector("rtmdet", num_classes=2))
+
