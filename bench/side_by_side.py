@@ -119,11 +119,11 @@ def _ms(s):
 
 
 # --------------------------------------------------------------------------- workloads
-def iou_workloads(device, mmdet):
+def iou_workloads(device, mmdet, sizes=(100, 500)):
     from reference import boxes as ref_boxes
 
     anchors = W.retinanet_anchors(device)
-    for g in (100, 500):
+    for g in sizes:
         gts = W.random_gts(g, device)
         n = anchors.shape[0]
         fns = {
@@ -212,12 +212,15 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="iou,assign,nms")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--gts", default="100,500",
+                        help="gt counts of the IoU and assignment workloads (assignment adds 10)")
     parser.add_argument("--out", default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     mmdet = load_mmdet()
     groups = set(args.only.split(","))
+    gts = tuple(int(g) for g in args.gts.split(","))
 
     lines = [
         f"Side by side on {platform.machine()}, {os.cpu_count()} cores, torch threads "
@@ -233,9 +236,9 @@ def main(argv=None) -> int:
     print("\n".join(lines), flush=True)
     workloads = []
     if "iou" in groups:
-        workloads.append(iou_workloads(device, mmdet))
+        workloads.append(iou_workloads(device, mmdet, gts))
     if "assign" in groups:
-        workloads.append(assign_workloads(device, mmdet))
+        workloads.append(assign_workloads(device, mmdet, (10,) + gts))
     if "nms" in groups:
         workloads.append(nms_workloads(device))
     for gen in workloads:
