@@ -1,4 +1,5 @@
-"""``python -m conformance --impl=NAME [pytest options]``: run the installed suite.
+"""``python -m conformance --impl=NAME [pytest options]``: run the installed suite
+(``python -m conformance table``: the flavour table, see ``conformance/table.py``).
 
 Works from an installed package as well as from a clone: it points pytest at
 this package's own directory, so a third party needs no copy of the tests.
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Read lazily by hypothesis, on its first database access; an explicit setting wins.
     os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(hypothesis_home()))
+    if argv[:1] == ["table"]:  # python -m conformance table: the flavour table
+        from conformance.table import main as table_main
+        return table_main(argv[1:])
     here = Path(__file__).resolve().parent
     # The package directory is the test root; rootdir beside it keeps node ids as
     # "conformance/test_x.py::..." so deviation prefixes match in both layouts.

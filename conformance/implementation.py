@@ -36,6 +36,7 @@ KNOWN_FLAVOURS = ("mmdet", "detectron2", "torchvision")
 BUILTIN_ADAPTERS = {
     "torchvision": "conformance.adapters.torchvision_adapter",
     "detectron2": "conformance.adapters.detectron2_adapter",
+    "mmdet": "conformance.adapters.mmdet_adapter",
 }
 
 
@@ -79,6 +80,7 @@ class Implementation:
     tolerance: dict[str, tuple[float, float]]
     # Every protocol name a test asked for, and whether the implementation has it.
     requested: dict[str, bool] = dataclasses.field(default_factory=dict, compare=False)
+    notes: tuple[str, ...] = ()  # lines the run header prints (e.g. stubbed kernels)
 
     def __repr__(self) -> str:
         # Short: pytest prints it beside every failing test that takes ``impl``.
@@ -122,6 +124,8 @@ def _import(spec: str) -> ModuleType:
     try:
         return importlib.import_module(target)
     except ImportError as exc:
+        if spec in BUILTIN_ADAPTERS:  # a shipped adapter whose upstream is not installed
+            raise pytest.UsageError(f"--impl={spec}: {exc}") from exc
         raise pytest.UsageError(
             f"--impl={spec}: cannot import {target!r} ({exc}); expected an importable "
             "module or package name, or a path to a .py file"
@@ -156,11 +160,12 @@ def parse_deviations(path: Path) -> tuple[Deviation, ...]:
 def load_implementation(spec: str, deviations_override: str | None = None) -> Implementation:
     module = _import(spec)
     declared = dict(getattr(module, "CONFORMANCE", {}) or {})
-    unknown_keys = set(declared) - {"flavours", "deviations", "tolerance", "name", "version"}
+    unknown_keys = set(declared) - {"flavours", "deviations", "tolerance", "name", "version",
+                                    "notes"}
     if unknown_keys:
         raise pytest.UsageError(
             f"--impl={spec}: CONFORMANCE has unknown keys {sorted(unknown_keys)}; "
-            "expected flavours, deviations, tolerance, name, version"
+            "expected flavours, deviations, tolerance, name, version, notes"
         )
     flavours = tuple(declared.get("flavours", ()))
     bad = [f for f in flavours if f not in KNOWN_FLAVOURS]
@@ -189,4 +194,5 @@ def load_implementation(spec: str, deviations_override: str | None = None) -> Im
         deviations=deviations,
         deviations_file=str(dev_file) if dev_file else None,
         tolerance={k: tuple(v) for k, v in declared.get("tolerance", {}).items()},
+        notes=tuple(str(n) for n in declared.get("notes", ())),
     )

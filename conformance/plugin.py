@@ -259,6 +259,7 @@ def _header_lines(s: ConformanceSession) -> list[str]:
         f"deviations {len(impl.deviations)} from {impl.deviations_file or 'none'}",
         f"conformance: device {s.device}; hypothesis profile {settings._current_profile}; "
         f"SPEC.md {spec_path() or 'not found'}",
+        *(f"conformance: note: {note}" for note in impl.notes),
     ]
 
 
@@ -606,6 +607,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
                 "location": s.impl.location,
                 "flavours": list(s.impl.flavours),
                 "deviations_file": s.impl.deviations_file,
+                "notes": list(s.impl.notes),
             },
             "device": str(s.device),
             "versions": _versions(s, config),
