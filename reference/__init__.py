@@ -31,6 +31,7 @@ from reference.detectors.torchvision_weights import (  # noqa: F401
     load_torchvision_faster_rcnn_weights,
     load_torchvision_retinanet_weights,
 )
+from reference.detectors.mmdet_weights import load_mmdet_weights  # noqa: F401
 
 __version__ = "0.1.0"
 
