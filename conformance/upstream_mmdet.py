@@ -101,7 +101,7 @@ def require_mmdet():
         from mmdet.utils import register_all_modules
     except ImportError as exc:
         pytest.skip(f"mmdet end-to-end tests need mmdet 3.x, mmengine and mmcv(-lite) "
-                    f"importable ({exc}); see README 'Checking against upstream'")
+                    f"importable ({exc}); see README, 'Checking an implementation'")
     if not mmdet.__version__.startswith("3."):
         pytest.skip(f"mmdet end-to-end tests need mmdet 3.x, found {mmdet.__version__}")
     register_all_modules()
