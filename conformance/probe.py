@@ -622,12 +622,12 @@ def _tensors(x) -> list[torch.Tensor]:
 def probe_bad(entry: Entry, get) -> list[Outcome]:
     try:
         call = entry.build(get)
-    except _NotImplemented as exc:
+    except (_NotImplemented, NotImplementedError) as exc:
         return [Outcome(entry.name, entry.component, "", "", "not_implemented", str(exc))]
     outcomes = []
     for arg, what, kwargs in bad_calls(entry, call):
-        fresh = entry.build(get)  # a fresh object: a method may keep state
         try:
+            fresh = entry.build(get)  # a fresh object: a method may keep state
             result = fresh.fn(**kwargs)
         except (ValueError, TypeError) as exc:
             status = "clean" if _names(str(exc), arg) else "unnamed"
@@ -694,7 +694,7 @@ def _compare(got, want, dtype) -> str:
 def probe_every_call(entry: Entry, get) -> list[Outcome]:
     try:
         entry.build(get)
-    except _NotImplemented as exc:
+    except (_NotImplemented, NotImplementedError) as exc:
         return [Outcome(entry.name, entry.component, "", "", "not_implemented", str(exc))]
     outcomes = []
 
