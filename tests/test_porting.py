@@ -213,7 +213,7 @@ CONFORMANCE = {"name": "myport", "version": "1.0", "deviations": "myport.deviati
 
 def box_area(boxes):
     if not isinstance(boxes, torch.Tensor) or not boxes.is_floating_point():
-        raise TypeError(f"boxes: expected a floating tensor, got {boxes.dtype}")
+        raise TypeError(f"boxes: expected a floating tensor, got {getattr(boxes, 'dtype', boxes)!r}")
     if boxes.dim() == 0 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes: expected a last dim of 4, got shape {tuple(boxes.shape)}")
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
