@@ -24,18 +24,6 @@ NAMES = ("retinanet_r50_fpn", "faster_rcnn_r50_fpn", "rtmdet_tiny")
 NUM_CLASSES = 5
 SIZES = [(256, 320), (256, 320)]
 
-# Known disagreements another change is fixing (issue 10): the test runs and is
-# reported as an expected failure until the fix lands, then as an unexpected pass.
-RTMDET_BN = pytest.mark.xfail(
-    reason="issue 10 item 6: the reference's RTMDet uses BatchNorm eps 1e-3 / momentum 0.03; "
-           "mmdet 3.3's rtmdet configs set norm_cfg=dict(type='SyncBN'): eps 1e-5, momentum 0.1",
-    strict=False)
-
-
-def _marks(name):
-    return [RTMDET_BN] if name.startswith("rtmdet") else []
-
-
 def _images(device, seed=5):
     g = np.random.default_rng(seed)
     return [tensor(g.standard_normal((3, h, w)), device) for h, w in SIZES]
@@ -105,7 +93,7 @@ def _batch(images):
 
 # --------------------------------------------------------------------------- MOD-24
 @pytest.mark.spec("MOD-24")
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_head_outputs_equal_mmdet(impl, device, name):
     upstream_mmdet.require_mmdet()
     mm, ours = _pair(impl, device, name)
@@ -147,7 +135,7 @@ def _total(value):
 
 
 @pytest.mark.spec("MOD-25")
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_training_losses_equal_mmdet(impl, device, name):
     upstream_mmdet.require_mmdet()
     edits = dict(_TRAIN_EDITS.get(name, {}))
@@ -193,7 +181,7 @@ def _proper(det):
 
 
 @pytest.mark.spec("MOD-26")
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_marks(n)) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_eval_detections_equal_mmdet(impl, device, name):
     upstream_mmdet.require_mmdet()
     edits = dict(_EVAL_EDITS[name])
