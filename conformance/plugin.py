@@ -441,7 +441,8 @@ def _details(report: pytest.TestReport, call: pytest.CallInfo) -> dict:
         out["reason"] = report.wasxfail or out["reason"]
     if call.excinfo is not None and not report.skipped:
         # exconly() keeps the assertion text (expected vs got) and the notes
-        # hypothesis attaches (its shrunk "Falsifying example: ...").
+        # hypothesis attaches (its shrunk "Falsifying example: ..." or, in newer
+        # releases, "Failing test case: ...").
         text = call.excinfo.exconly()
         out["message"] = text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + " [...]"
     return out
