@@ -10,7 +10,8 @@ a threshold, a count, ...). From that the probe derives its probes:
 - *bad input* (SPEC.md "Conventions"; clause VAL-1): ``None``; a list for a tensor; the
   wrong number of dims; the wrong last dim; the wrong dtype; the wrong length; NaN or
   infinite values where the component rejects them; NaN, a string, a negative or
-  non-integral number for a threshold or a count; an unknown option name. The outcome
+  non-integral number for a threshold or a count; a string or a number for a
+  flag; an unknown option name. The outcome
   is *clean* when the call raises ValueError or TypeError whose message names the
   argument, else *unnamed* (right type, message silent about the argument), *other*
   (another exception type) or *accepted* (no exception: a silent answer).
@@ -93,11 +94,15 @@ POS_COUNT = "pos_count"    # an int >= 1
 CHOICE = "choice"          # one of a few strings
 SIZE = "size"              # an (h, w) pair of positive numbers
 TENSORS = "tensors"        # a list of tensors, one per level or image
+LEVEL_NUMBERS = "level_numbers"  # one sequence of positive numbers per level
+IMAGES = "images"          # a detector's list of (3, H, W) float images
+TARGETS = "targets"        # a detector's list of {"boxes", "labels"} dicts, one per image
 SIZES = "sizes"            # a list of (H, W) pairs
 NUMBERS = "numbers"        # a sequence of positive numbers (strides, ratios, sizes)
 ANY_NUMBERS = "any_numbers"  # a sequence of finite numbers (target means)
 COUNTS = "counts"          # a sequence of ints >= 0
 INT = "int"                # any int (a label value)
+BOOL = "bool"              # a flag: True or False
 
 
 @dataclasses.dataclass
@@ -195,6 +200,71 @@ def _image_targets(get):
         box_coder=get("DeltaXYWHBBoxCoder")(), gt_labels=labels(3, 4)))
 
 
+def _matched_idxs():
+    return [torch.tensor([1, 0, -1, 2, 0, 0, 1, 0]), torch.tensor([0, 0, 1, -1])]
+
+
+def _levels(num_images: int, *sizes: int, seed: int = 20, make=boxes):
+    """Per image, per level: (n_l, 4) priors and (n_l,) all-True flags."""
+    priors = [[make(n, seed=seed + 7 * i + l) for l, n in enumerate(sizes)] for i in range(num_images)]
+    flags = [[torch.ones(n, dtype=torch.bool) for n in sizes] for _ in range(num_images)]
+    return priors, flags
+
+
+def _anchor_targets_call(get):
+    anchors, flags = _levels(2, 8, 4)
+    return Call(get("anchor_targets"), dict(
+        anchor_list=anchors, valid_flag_list=flags, gt_bboxes_list=[boxes(3, seed=6), boxes(2, seed=8)],
+        img_shapes=[(80, 80), (72, 80)], gt_labels_list=[labels(3, 4), labels(2, 4, seed=9)],
+        assigner=get("MaxIoUAssigner")(pos_iou_thr=0.5, neg_iou_thr=0.4), num_classes=4,
+        box_coder=get("DeltaXYWHBBoxCoder")()))
+
+
+def _rtmdet_targets_call(get):
+    priors, flags = _levels(2, 6, 4, make=lambda n, seed: points(n, seed=seed))
+    return Call(get("rtmdet_targets"), dict(
+        cls_scores=logits(2, 10, 3), decoded_bboxes=torch.stack([boxes(10, seed=7), boxes(10, seed=17)]),
+        anchor_list=priors, valid_flag_list=flags, gt_bboxes_list=[boxes(2, seed=8), boxes(1, seed=18)],
+        gt_labels_list=[labels(2, 3), labels(1, 3, seed=19)], img_shapes=[(80, 80), (80, 72)],
+        num_classes=3))
+
+
+# Detectors: one small model per (implementation, name) for the whole run; the probe
+# checks the calling convention (SPEC.md "Models", MOD-10), not training.
+_MODELS: dict = {}
+
+
+def _detector(get, name: str):
+    build = get("build_detector")
+    key = (id(build), name)
+    if key not in _MODELS:
+        torch.manual_seed(0)
+        _MODELS[key] = build(name, num_classes=3)
+    return _MODELS[key]
+
+
+def _images():
+    return [logits(3, 64, 64, seed=30), logits(3, 48, 64, seed=31)]
+
+
+def _targets():
+    return [{"boxes": boxes(2, extent=30, seed=32), "labels": labels(2, 3, seed=33)},
+            {"boxes": boxes(1, extent=30, seed=34), "labels": labels(1, 3, seed=35)}]
+
+
+def _forward(name: str, training: bool):
+    def build(get):
+        model = _detector(get, name)
+        model.train(training)
+
+        def forward(images, targets=None):
+            with torch.set_grad_enabled(training):
+                return model(images, targets) if training else model(images)
+        return Call(forward, dict(images=_images(), targets=_targets()) if training
+                    else dict(images=_images()))
+    return build
+
+
 TABLE: list[Entry] = [
     # ------------------------------------------------------------------ iou
     Entry("box_area", "iou", _fn("box_area", lambda: dict(boxes=boxes(5))), {"boxes": BOXES_ANY},
@@ -220,6 +290,13 @@ TABLE: list[Entry] = [
           _method("AnchorGenerator", "valid_flags", _anchor_ctor,
                   lambda: dict(featmap_sizes=[(4, 5), (2, 3)], pad_shape=(30, 36))),
           {"featmap_sizes": SIZES, "pad_shape": SIZE}, dtypes=False, noncontig=False),
+    Entry("LegacyAnchorGenerator()", "anchors", _fn("LegacyAnchorGenerator", _anchor_ctor),
+          {"strides": NUMBERS, "ratios": NUMBERS, "octave_base_scale": POS,
+           "scales_per_octave": POS_COUNT}, dtypes=False, noncontig=False),
+    Entry("LegacyAnchorGenerator.valid_flags", "anchors",
+          _method("LegacyAnchorGenerator", "valid_flags", _anchor_ctor,
+                  lambda: dict(featmap_sizes=[(4, 5), (2, 3)], pad_shape=(30, 36))),
+          {"featmap_sizes": SIZES, "pad_shape": SIZE}, dtypes=False, noncontig=False),
     Entry("LegacyAnchorGenerator.grid_anchors", "anchors",
           _method("LegacyAnchorGenerator", "grid_anchors", _anchor_ctor,
                   lambda: dict(featmap_sizes=[(4, 5), (2, 3)])),
@@ -228,12 +305,16 @@ TABLE: list[Entry] = [
           _fn("DefaultAnchorGenerator", lambda: dict(sizes=[[32.0], [64.0]],
                                                      aspect_ratios=[[0.5, 1.0, 2.0]],
                                                      strides=[8, 16], offset=0.0)),
-          {"strides": NUMBERS, "offset": PROB}, dtypes=False, noncontig=False),
+          {"strides": NUMBERS, "offset": PROB, "sizes": LEVEL_NUMBERS, "aspect_ratios": LEVEL_NUMBERS}, dtypes=False, noncontig=False),
     Entry("DefaultAnchorGenerator.grid_anchors", "anchors",
           _method("DefaultAnchorGenerator", "grid_anchors",
                   lambda: dict(sizes=[[32.0], [64.0]], aspect_ratios=[[0.5, 1.0, 2.0]], strides=[8, 16]),
                   lambda: dict(featmap_sizes=[(4, 5), (2, 3)])),
           {"featmap_sizes": SIZES}, dtypes=False, noncontig=False),
+    Entry("TorchvisionAnchorGenerator()", "anchors",
+          _fn("TorchvisionAnchorGenerator", lambda: dict(sizes=((32,), (64,)), aspect_ratios=((0.5, 1.0, 2.0),) * 2)),
+          {"sizes": LEVEL_NUMBERS, "aspect_ratios": LEVEL_NUMBERS}, tied=("aspect_ratios",),
+          dtypes=False, noncontig=False),
     Entry("TorchvisionAnchorGenerator.grid_anchors", "anchors",
           _method("TorchvisionAnchorGenerator", "grid_anchors",
                   lambda: dict(sizes=((32,), (64,)), aspect_ratios=((0.5, 1.0, 2.0),) * 2),
@@ -282,6 +363,8 @@ TABLE: list[Entry] = [
           empty=lambda kw: {"deltas": kw["deltas"][:0], "boxes": kw["boxes"][:0]}),
     Entry("Box2BoxTransform()", "coders", _fn("Box2BoxTransform", lambda: dict(weights=(10.0, 10.0, 5.0, 5.0))),
           {"weights": NUMBERS, }, dtypes=False, noncontig=False),
+    Entry("BoxCoder()", "coders", _fn("BoxCoder", lambda: dict(weights=(10.0, 10.0, 5.0, 5.0), bbox_xform_clip=4.0)),
+          {"weights": NUMBERS, "bbox_xform_clip": POS}, dtypes=False, noncontig=False),
     Entry("BoxCoder.encode_single", "coders",
           _method("BoxCoder", "encode_single", lambda: dict(weights=(1.0, 1.0, 1.0, 1.0)),
                   lambda: dict(reference_boxes=boxes(6, seed=1), proposals=boxes(6))),
@@ -292,6 +375,8 @@ TABLE: list[Entry] = [
                   lambda: dict(rel_codes=logits(6, 4), boxes=boxes(6))),
           {"rel_codes": DELTAS, "boxes": BOXES_ANY},
           empty=lambda kw: {"rel_codes": kw["rel_codes"][:0], "boxes": kw["boxes"][:0]}),
+    Entry("DistancePointBBoxCoder()", "coders", _fn("DistancePointBBoxCoder", lambda: dict(clip_border=True)),
+          {"clip_border": BOOL}, dtypes=False, noncontig=False),
     Entry("DistancePointBBoxCoder.encode", "coders",
           _method("DistancePointBBoxCoder", "encode", dict,
                   lambda: dict(points=boxes(6)[:, :2] + 6, gt_bboxes=boxes(6) + torch.tensor([0., 0., 8., 8.]))),
@@ -321,6 +406,9 @@ TABLE: list[Entry] = [
           _method("MaxIoUAssigner", "assign_wrt_overlaps", lambda: dict(pos_iou_thr=0.5, neg_iou_thr=0.4),
                   lambda: dict(overlaps=scores(36).reshape(3, 12), gt_labels=labels(3, 4))),
           {"overlaps": SCORES, "gt_labels": LABELS}, optional=("gt_labels",), tied=("gt_labels",)),
+    Entry("AssignResult.with_gts_prepended", "assigners",
+          lambda get: Call(_assign_result(get).with_gts_prepended, dict(gt_labels=labels(3, 4))),
+          {"gt_labels": LABELS}, optional=("gt_labels",), tied=("gt_labels",), dtypes=False, noncontig=False),
     Entry("Matcher()", "assigners", _fn("Matcher", lambda: dict(thresholds=[0.3, 0.7], labels=[0, -1, 1])),
           {"thresholds": NUMBERS}, dtypes=False, noncontig=False),
     Entry("Matcher.__call__", "assigners",
@@ -347,6 +435,11 @@ TABLE: list[Entry] = [
           _method("DynamicSoftLabelAssigner", "cost_matrix", dict, _dsl_inputs),
           {"pred_scores": SCORES, "decoded_bboxes": BOXES, "priors": BOXES, "gt_bboxes": BOXES,
            "gt_labels": LABELS}, tied=("pred_scores", "gt_labels")),
+    Entry("DynamicSoftLabelAssigner.dynamic_k_matching", "assigners",
+          _method("DynamicSoftLabelAssigner", "dynamic_k_matching", dict,
+                  lambda: dict(cost=logits(8, 3).abs() * 4, pairwise_ious=scores(24).reshape(8, 3))),
+          {"cost": SCORES, "pairwise_ious": SCORES}, tied=("pairwise_ious",), out_dtype=None,
+          empty=lambda kw: {"cost": kw["cost"][:, :0], "pairwise_ious": kw["pairwise_ious"][:, :0]}),
     # ------------------------------------------------------------------ samplers
     Entry("RandomSampler()", "samplers", _fn("RandomSampler", lambda: dict(num=8, pos_fraction=0.5)),
           {"num": COUNT, "pos_fraction": PROB}, dtypes=False, noncontig=False),
@@ -363,6 +456,16 @@ TABLE: list[Entry] = [
     Entry("BalancedPositiveNegativeSampler()", "samplers",
           _fn("BalancedPositiveNegativeSampler", lambda: dict(batch_size_per_image=8, positive_fraction=0.5)),
           {"batch_size_per_image": COUNT, "positive_fraction": PROB}, dtypes=False, noncontig=False),
+    Entry("BalancedPositiveNegativeSampler.__call__", "samplers",
+          _method("BalancedPositiveNegativeSampler", "__call__",
+                  lambda: dict(batch_size_per_image=4, positive_fraction=0.5),
+                  lambda: dict(matched_idxs=_matched_idxs(), generator=_gen(0))),
+          {"matched_idxs": TENSORS + "_free"}, dtypes=False,
+          extra=lambda kw: [("matched_idxs", "a float tensor entry", {**kw, "matched_idxs": [
+              kw["matched_idxs"][0].float(), kw["matched_idxs"][1]]}),
+              ("matched_idxs", "a 2-d entry", {**kw, "matched_idxs": [
+                  kw["matched_idxs"][0][None], kw["matched_idxs"][1]]}),
+              ("generator", "a seed, not a Generator", {**kw, "generator": 0})]),
     # ------------------------------------------------------------------ targets
     Entry("anchor_targets_single", "targets", _image_targets,
           {"flat_anchors": BOXES, "valid_flags": FLAGS, "gt_bboxes": BOXES, "img_shape": SIZE,
@@ -376,6 +479,14 @@ TABLE: list[Entry] = [
           {"cls_scores": SCORES, "decoded_bboxes": BOXES, "flat_priors": BOXES, "valid_flags": FLAGS,
            "gt_bboxes": BOXES, "gt_labels": LABELS, "img_shape": SIZE, "num_classes": POS_COUNT},
           tied=("cls_scores", "valid_flags", "gt_labels"), out_dtype=None),
+    Entry("anchor_targets", "targets", _anchor_targets_call,
+          {"anchor_list": TENSORS, "valid_flag_list": TENSORS, "gt_bboxes_list": TENSORS, "img_shapes": SIZES,
+           "gt_labels_list": TENSORS, "num_classes": POS_COUNT}, optional=("gt_labels_list",),
+          out_dtype=None, dtypes=False, noncontig=False),
+    Entry("rtmdet_targets", "targets", _rtmdet_targets_call,
+          {"cls_scores": SCORES, "decoded_bboxes": BOXES, "anchor_list": TENSORS, "valid_flag_list": TENSORS,
+           "gt_bboxes_list": TENSORS, "gt_labels_list": TENSORS, "img_shapes": SIZES, "num_classes": POS_COUNT},
+          out_dtype=None, dtypes=False, noncontig=False),
     Entry("images_to_levels", "targets",
           _fn("images_to_levels", lambda: dict(targets=[logits(9), logits(9, seed=5)], num_level_anchors=[6, 3])),
           {"targets": TENSORS + "_free", "num_level_anchors": COUNTS}),
@@ -417,6 +528,12 @@ TABLE: list[Entry] = [
     Entry("detectron2_rpn_normalizer", "losses",
           _fn("detectron2_rpn_normalizer", lambda: dict(batch_size_per_image=256, num_images=2)),
           {"batch_size_per_image": POS_COUNT, "num_images": POS_COUNT}, dtypes=False, noncontig=False),
+    Entry("rtmdet_avg_factor", "losses", _fn("rtmdet_avg_factor", lambda: dict(assign_metrics=scores(6))),
+          {"assign_metrics": SCORES}, out_dtype=None, noncontig=False),
+    Entry("torchvision_per_image_mean", "losses",
+          _fn("torchvision_per_image_mean", lambda: dict(loss_per_image=scores(3) * 10,
+                                                         num_foreground_per_image=[3, 0, 2])),
+          {"loss_per_image": SCORES_ANY, "num_foreground_per_image": COUNTS}),
     # ------------------------------------------------------------------ nms
     Entry("nms", "nms", _fn("nms", lambda: dict(boxes=boxes(10), scores=scores(10), iou_threshold=0.5)),
           {"boxes": BOXES, "scores": SCORES, "iou_threshold": NUMBER}, tied=("scores",),
@@ -446,9 +563,10 @@ TABLE: list[Entry] = [
           empty=lambda kw: {**kw, "boxes": kw["boxes"][:0], "scores": kw["scores"][:0]}),
     # ------------------------------------------------------------------ proposals
     Entry("mmdet_rpn_proposals", "proposals", _fn("mmdet_rpn_proposals", lambda: dict(**_rpn_levels(), nms_pre=8,
-                                                                                     max_per_img=10)),
+                                                                                     max_per_img=10, version="2.x")),
           {"scores": TENSORS, "deltas": TENSORS, "anchors": TENSORS, "image_size": SIZE,
-           "nms_pre": COUNT, "iou_threshold": NUMBER, "min_bbox_size": NONNEG, "max_per_img": COUNT},
+           "nms_pre": COUNT, "iou_threshold": NUMBER, "min_bbox_size": NONNEG, "max_per_img": COUNT,
+           "version": CHOICE},
           negative_ok=("nms_pre",)),
     Entry("find_top_rpn_proposals", "proposals",
           _fn("find_top_rpn_proposals", lambda: dict(**_d2_levels(), pre_nms_topk=8, post_nms_topk=10)),
@@ -482,6 +600,17 @@ TABLE: list[Entry] = [
           {"output_size": SIZE, "scales": NUMBERS, "sampling_ratio": COUNT, "mapping": CHOICE},
           negative_ok=("sampling_ratio",),
           dtypes=False, noncontig=False),
+    # ------------------------------------------------------------------ models
+    Entry("build_detector", "models", _fn("build_detector", lambda: dict(name="retinanet", num_classes=3)),
+          {"name": CHOICE, "num_classes": POS_COUNT}, dtypes=False, noncontig=False,
+          extra=lambda kw: [("overrides", "an unknown field", {**kw, "no_such_field": 1})]),
+    Entry("ImageList.from_tensors", "models",
+          lambda get: Call(get("ImageList").from_tensors, dict(images=_images(), size_divisibility=32,
+                                                               pad_value=0.0)),
+          {"images": IMAGES, "size_divisibility": COUNT, "pad_value": NUMBER}, dtypes=False, noncontig=False),
+    *[Entry(f"{name}.forward({mode})", "models", _forward(name, mode == "train"),
+            {"images": IMAGES, "targets": TARGETS}, dtypes=False, noncontig=False)
+      for name in ("retinanet", "faster_rcnn", "rtmdet") for mode in ("train", "eval")],
 ]
 
 
@@ -559,6 +688,32 @@ def _scalar_mutations_all(kind: str, name: str, value, negative_ok: bool) -> lis
         out = [("None", None), ("a string", "8"), ("a negative entry", [-abs(value[0])] + list(value[1:])),
                ("a NaN entry", [math.nan] + list(value[1:]))]
         return out
+    if kind == BOOL:
+        return [("a string", "False"), ("a number", 2)]
+    if kind == LEVEL_NUMBERS:
+        first = list(value[0])
+        return [("None", None), ("a string", "32"), ("a number for a level", [first[0]] + list(value[1:])),
+                ("a negative entry", [[-abs(first[0])] + first[1:]] + list(value[1:])),
+                ("a NaN entry", [[math.nan] + first[1:]] + list(value[1:]))]
+    if kind == IMAGES:
+        img = value[0]
+        return [("None", None), ("a tensor, not a list", img), ("an empty list", []),
+                ("a None entry", [None] + list(value[1:])), ("a 2-d entry", [img[0]] + list(value[1:])),
+                ("an integer entry", [img.round().to(torch.uint8)] + list(value[1:]))]
+    if kind == TARGETS:
+        t0 = value[0]
+        def first(**change):
+            return [{**t0, **change}] + list(value[1:])
+        return [("None", None), ("one entry short", list(value)[:-1]), ("a None entry", [None] + list(value[1:])),
+                ("boxes missing", [{"labels": t0["labels"]}] + list(value[1:])),
+                ("boxes (n, 3)", first(boxes=t0["boxes"][:, :3])),
+                ("integer boxes", first(boxes=t0["boxes"].long())),
+                ("a NaN box", first(boxes=torch.cat([t0["boxes"][:1] * math.nan, t0["boxes"][1:]]))),
+                ("an inverted box", first(boxes=t0["boxes"][:, [2, 3, 0, 1]])),
+                ("float labels", first(labels=t0["labels"].float())),
+                ("a label = num_classes", first(labels=torch.full_like(t0["labels"], 3))),
+                ("a negative label", first(labels=torch.full_like(t0["labels"], -1))),
+                ("labels one short", first(labels=t0["labels"][:-1]))]
     if kind == TENSORS:
         return [("None", None), ("a tensor, not a list", value[0]), ("one entry short", list(value)[:-1]),
                 ("a None entry", [None] + list(value)[1:])]

@@ -94,6 +94,9 @@ class AssignResult:
 
         gt_labels: (G,) int64 or None (then ``labels`` stays None).
         """
+        if gt_labels is not None:
+            check.tensor("gt_labels", gt_labels, ndim=1, dtype="integer")
+            check.rows("gt_labels", gt_labels, self.num_gts, "the result's gts (num_gts)")
         device = self.gt_inds.device
         self_inds = torch.arange(1, self.num_gts + 1, dtype=torch.int64, device=device)  # (G,)
         gt_inds = torch.cat([self_inds, self.gt_inds])
@@ -715,6 +718,8 @@ class DynamicSoftLabelAssigner:
         if cost.shape != pairwise_ious.shape:
             raise ValueError(f"pairwise_ious: expected shape {tuple(cost.shape)} like cost, "
                              f"got {tuple(pairwise_ious.shape)}")
+        check.no_nan("cost", cost)
+        check.no_nan("pairwise_ious", pairwise_ious)
         num_cand, num_gts = cost.shape
         device = cost.device
         matched_gt = torch.full((num_cand,), -1, dtype=torch.int64, device=device)  # (V,)

@@ -60,6 +60,8 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
+from reference import validate as check
+
 __all__ = [
     "DeltaXYWHBBoxCoder",
     "Box2BoxTransform",
@@ -563,7 +565,7 @@ class DistancePointBBoxCoder:
     """
 
     def __init__(self, clip_border: bool = True) -> None:
-        self.clip_border = bool(clip_border)
+        self.clip_border = check.flag("clip_border", clip_border)
 
     def encode(self, points: Tensor, gt_bboxes: Tensor, max_dis: float | None = None,
                eps: float = 0.1) -> Tensor:

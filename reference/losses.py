@@ -501,6 +501,8 @@ def binary_cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor,
 def _counts(values, name: str) -> list[int]:
     if isinstance(values, torch.Tensor):
         values = values.reshape(-1).tolist()
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise check.fail(name, "a sequence of counts (one per image)", values, TypeError)
     counts = list(values)
     return [check.integer(name, c, low=0) if not isinstance(c, float) or not c.is_integer()
             else int(c) for c in counts]
@@ -536,6 +538,7 @@ def rtmdet_avg_factor(assign_metrics) -> float:
     """
     if isinstance(assign_metrics, torch.Tensor):
         assign_metrics = [assign_metrics]
+    assign_metrics = check.sequence("assign_metrics", assign_metrics, of="tensors")
     total = 0.0
     for i, m in enumerate(assign_metrics):
         check.tensor(f"assign_metrics[{i}]", m, dtype="floating")
@@ -591,7 +594,7 @@ def torchvision_per_image_mean(loss_per_image, num_foreground_per_image) -> torc
         num_foreground_per_image: per-image foreground counts, same length.
     """
     if not isinstance(loss_per_image, torch.Tensor):
-        loss_per_image = torch.stack(list(loss_per_image))
+        loss_per_image = torch.stack(check.sequence("loss_per_image", loss_per_image, of="tensors"))
     check.tensor("loss_per_image", loss_per_image, dtype="floating")
     counts = _counts(num_foreground_per_image, "num_foreground_per_image")
     if loss_per_image.dim() != 1 or loss_per_image.numel() != len(counts):

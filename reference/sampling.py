@@ -258,10 +258,10 @@ class BalancedPositiveNegativeSampler:
                  generator: Optional[torch.Generator] = None
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         _check_generator(generator)
+        matched_idxs = check.sequence("matched_idxs", matched_idxs, of="tensors")
         pos_masks, neg_masks = [], []
         for i, labels in enumerate(matched_idxs):  # one image at a time
-            if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
-                raise ValueError(f"matched_idxs[{i}]: expected a 1-d tensor, got {labels!r}")
+            check.tensor(f"matched_idxs[{i}]", labels, ndim=1, dtype="integer")
             positive = (labels >= 1).nonzero().squeeze(1)
             negative = (labels == 0).nonzero().squeeze(1)
             num_pos, num_neg = _sample_counts(positive.numel(), negative.numel(),

@@ -288,29 +288,52 @@ def rtmdet_targets_single(cls_scores: torch.Tensor, decoded_bboxes: torch.Tensor
 
 
 # --------------------------------------------------------------------------- batch
-def _per_image(name: str, values, num_images: int) -> list:
+def _per_image(name: str, values, num_images: int, *, of: str | None = None) -> list:
+    """One entry per image (None: one None each); ``of="tensors"``: every entry a tensor."""
     if values is None:
         return [None] * num_images
-    values = list(values)
-    if len(values) != num_images:
-        raise ValueError(
-            f"{name}: expected {num_images} entries (one per image), got {len(values)}")
-    return values
+    return check.sequence(name, values, length=num_images, like="anchor_list", of=of)
 
 
 def _concat_levels(anchor_list, valid_flag_list) -> tuple[list[int], list, list]:
-    if len(anchor_list) != len(valid_flag_list) or not anchor_list:
-        raise ValueError(f"anchor_list / valid_flag_list: expected the same non-zero number of "
-                         f"images, got {len(anchor_list)} and {len(valid_flag_list)}")
-    num_level_anchors = [int(a.shape[0]) for a in anchor_list[0]]
+    """Per image, the levels' priors (N, 4) and flags (N,) concatenated; the level sizes."""
+    anchor_list = check.sequence("anchor_list", anchor_list)
+    if not anchor_list:
+        raise check.fail("anchor_list", "at least one image", anchor_list)
+    valid_flag_list = _per_image("valid_flag_list", valid_flag_list, len(anchor_list))
+    num_level_anchors = None
     flat_anchors, flat_valid = [], []
     for i, (levels, flags) in enumerate(zip(anchor_list, valid_flag_list)):
-        if [int(a.shape[0]) for a in levels] != num_level_anchors or len(flags) != len(levels):
-            raise ValueError(f"anchor_list[{i}]: expected levels of sizes {num_level_anchors} "
-                             "with one valid-flag tensor each")
-        flat_anchors.append(torch.cat(list(levels)))  # (N, 4)
-        flat_valid.append(torch.cat(list(flags)))  # (N,)
+        levels = check.sequence(f"anchor_list[{i}]", levels, of="tensors")
+        flags = check.sequence(f"valid_flag_list[{i}]", flags, length=len(levels), of="tensors",
+                               like=f"anchor_list[{i}]")
+        for level, (a, f) in enumerate(zip(levels, flags)):
+            check.boxes(f"anchor_list[{i}][{level}]", a)
+            check.tensor(f"valid_flag_list[{i}][{level}]", f, ndim=1, dtype="bool")
+            check.rows(f"valid_flag_list[{i}][{level}]", f, a.shape[0], f"anchor_list[{i}][{level}]")
+        sizes = [int(a.shape[0]) for a in levels]
+        if num_level_anchors is None:
+            num_level_anchors = sizes
+        elif sizes != num_level_anchors:
+            raise check.fail(f"anchor_list[{i}]", f"levels of sizes {num_level_anchors} "
+                             "like anchor_list[0]", sizes)
+        flat_anchors.append(torch.cat(levels))  # (N, 4)
+        flat_valid.append(torch.cat(flags))  # (N,)
     return num_level_anchors, flat_anchors, flat_valid
+
+
+def _check_per_image(gt_bboxes_list, gt_labels_list, img_shapes) -> None:
+    """Each image's entry, checked under the list's name (the per-image function checks
+    the rest under its own argument names)."""
+    for i, gt in enumerate(gt_bboxes_list):
+        check.boxes(f"gt_bboxes_list[{i}]", gt)
+    for i, lab in enumerate(gt_labels_list):
+        if lab is not None:
+            check.tensor(f"gt_labels_list[{i}]", lab, ndim=1, dtype="integer")
+            check.rows(f"gt_labels_list[{i}]", lab, gt_bboxes_list[i].shape[0],
+                       f"gt_bboxes_list[{i}]")
+    for i, shape in enumerate(img_shapes):
+        check.size(f"img_shapes[{i}]", shape, extra=True, integer=True)
 
 
 def _gather(images: list[ImageTargets], num_level_anchors, with_metrics: bool) -> LevelTargets:
@@ -345,10 +368,11 @@ def anchor_targets(anchor_list: Sequence[Sequence[torch.Tensor]],
     """
     num_level_anchors, flat_anchors, flat_valid = _concat_levels(anchor_list, valid_flag_list)
     num_images = len(flat_anchors)
-    gt_bboxes_list = _per_image("gt_bboxes_list", gt_bboxes_list, num_images)
+    gt_bboxes_list = _per_image("gt_bboxes_list", gt_bboxes_list, num_images, of="tensors")
     img_shapes = _per_image("img_shapes", img_shapes, num_images)
-    gt_labels_list = _per_image("gt_labels_list", gt_labels_list, num_images)
+    gt_labels_list = _per_image("gt_labels_list", gt_labels_list, num_images, of="tensors")
     ignore_list = _per_image("gt_bboxes_ignore_list", gt_bboxes_ignore_list, num_images)
+    _check_per_image(gt_bboxes_list, gt_labels_list, img_shapes)
     images = []
     for i in range(num_images):  # one image at a time, as upstream
         t = anchor_targets_single(flat_anchors[i], flat_valid[i], gt_bboxes_list[i],
@@ -376,17 +400,22 @@ def rtmdet_targets(cls_scores: torch.Tensor, decoded_bboxes: torch.Tensor,
     single_kwargs: passed to ``rtmdet_targets_single`` (num_classes, assigner, ...).
     """
     num_level_anchors, flat_priors, flat_valid = _concat_levels(anchor_list, valid_flag_list)
-    num_images = len(flat_priors)
-    if cls_scores.dim() != 3 or cls_scores.shape[:2] != (num_images, flat_priors[0].shape[0]):
-        raise ValueError(f"cls_scores: expected shape ({num_images}, "
-                         f"{flat_priors[0].shape[0]}, C), "
-                         f"got {tuple(cls_scores.shape)}")
-    if decoded_bboxes.shape != (num_images, flat_priors[0].shape[0], 4):
-        raise ValueError(f"decoded_bboxes: expected shape ({num_images}, "
-                         f"{flat_priors[0].shape[0]}, 4), got {tuple(decoded_bboxes.shape)}")
-    gt_bboxes_list = _per_image("gt_bboxes_list", gt_bboxes_list, num_images)
-    gt_labels_list = _per_image("gt_labels_list", gt_labels_list, num_images)
+    num_images, num_priors = len(flat_priors), int(flat_priors[0].shape[0])
+    check.tensor("cls_scores", cls_scores, ndim=3, dtype="floating")
+    if cls_scores.shape[:2] != (num_images, num_priors):
+        raise check.fail("cls_scores", f"shape ({num_images}, {num_priors}, C) (images, priors)",
+                         cls_scores)
+    check.boxes("decoded_bboxes", decoded_bboxes, ndim=3)
+    if decoded_bboxes.shape[:2] != (num_images, num_priors):
+        raise check.fail("decoded_bboxes", f"shape ({num_images}, {num_priors}, 4) (images, priors)",
+                         decoded_bboxes)
+    gt_bboxes_list = _per_image("gt_bboxes_list", gt_bboxes_list, num_images, of="tensors")
+    if gt_labels_list is None:
+        raise check.fail("gt_labels_list", "one (G_i,) integer tensor per image (RTMDet has "
+                         "classes)", gt_labels_list, TypeError)
+    gt_labels_list = _per_image("gt_labels_list", gt_labels_list, num_images, of="tensors")
     img_shapes = _per_image("img_shapes", img_shapes, num_images)
+    _check_per_image(gt_bboxes_list, gt_labels_list, img_shapes)
     images = []
     for i in range(num_images):
         t = rtmdet_targets_single(cls_scores[i].detach(), decoded_bboxes[i].detach(),

@@ -151,10 +151,13 @@ def choice(name: str, value: Any, options: Sequence[str]) -> str:
     return value
 
 
-def size(name: str, value: Any, *, extra: bool = False) -> tuple[float, float]:
-    """An ``(h, w)`` pair of finite positive numbers (``(h, w, c)`` too when ``extra``)."""
+def size(name: str, value: Any, *, extra: bool = False, integer: bool = False
+         ) -> tuple[float, float]:
+    """An ``(h, w)`` pair of finite positive numbers (``(h, w, c)`` too when ``extra``;
+    ints only when ``integer``)."""
     lengths = (2, 3) if extra else (2,)
-    what = "an (h, w) pair of positive numbers" + (" (or (h, w, c))" if extra else "")
+    what = (f"an (h, w) pair of positive {'ints' if integer else 'numbers'}"
+            + (" (or (h, w, c))" if extra else ""))
     if isinstance(value, torch.Size):
         value = tuple(value)
     if not isinstance(value, (tuple, list)) or len(value) not in lengths:
@@ -162,7 +165,20 @@ def size(name: str, value: Any, *, extra: bool = False) -> tuple[float, float]:
     for v in value[:2]:
         if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v <= 0:
             raise fail(name, what, value)
+        if integer and not isinstance(v, Integral):
+            raise fail(name, what, value)
     return value[0], value[1]
+
+
+def flag(name: str, value: Any) -> bool:
+    """A bool (numpy's and torch's one-element bools too), never a string or a number."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype == torch.bool:
+        value = bool(value.item())
+    if type(value).__name__ == "bool_":  # numpy.bool_
+        value = bool(value)
+    if not isinstance(value, bool):
+        raise fail(name, "True or False", value, TypeError)
+    return value
 
 
 def sequence(name: str, value: Any, *, length: int | None = None, of: str | None = None,

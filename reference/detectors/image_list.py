@@ -26,6 +26,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from reference import validate as check
+
 __all__ = ["ImageList", "check_images_and_targets", "check_finite", "pad_size"]
 
 
@@ -84,6 +86,8 @@ class ImageList:
                     f"differ from images[0] {first.shape[0]}/{first.dtype}/{first.device}")
             if img.shape[1] == 0 or img.shape[2] == 0:
                 raise ValueError(f"images[{i}]: empty image of shape {tuple(img.shape)}")
+        size_divisibility = check.integer("size_divisibility", size_divisibility, low=0)
+        pad_value = check.number("pad_value", pad_value)
         sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
         max_h = max(h for h, _ in sizes)
         max_w = max(w for _, w in sizes)
