@@ -18,7 +18,8 @@ The command line follows torchvision's detection reference. What a run writes in
                      epoch (before its evaluation, and again after it), every
                      ``--checkpoint-every`` steps, and on Ctrl-C / SIGTERM (at the
                      current step); see ``reference.checkpoint``
-    curves.png       loss per logging step and AP per epoch, drawn at the end
+    curves.png       loss per component, learning rate (per logging step) and COCO AP
+                     per epoch, drawn from log.jsonl with matplotlib at the end
 
 Resuming is exact: ``--resume DIR`` (or ``auto``) continues from the checkpoint's own
 arguments, at the step it was saved, and ends bit-identical to an uninterrupted run
@@ -430,40 +431,20 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def save_curves(history: dict, path: str | Path, size: tuple[int, int] = (900, 360)) -> None:
-    """Draw loss per logging step (left) and AP per epoch (right) into a PNG with PIL."""
-    from PIL import Image, ImageDraw
+def save_curves(log_path: str | Path, path: str | Path) -> None:
+    """curves.png of a run from its ``log.jsonl``: loss per component, learning rate and
+    COCO AP per epoch, drawn with matplotlib (``reference.visualize.draw_curves``).
+    ``python -m reference.visualize curves --log DIR`` draws it again at any time."""
+    try:
+        import matplotlib  # noqa: F401 - a dependency; a run must not die for a picture
+    except ImportError:
+        print(f"warning: {path} not drawn: matplotlib is not installed (pip install "
+              f"matplotlib, then: python -m reference.visualize curves --log {log_path} "
+              f"--out {path})", file=sys.stderr, flush=True)
+        return
+    from reference.visualize import save_curves as draw
 
-    width, height = size
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    # (title, points, panel corners, fixed top of the y axis or None to fit)
-    panels = [("loss", history.get("loss", []), (40, 30, width // 2 - 20, height - 40), None),
-              ("bbox AP@[.5:.95]", history.get("ap", []),
-               (width // 2 + 40, 30, width - 20, height - 40), 1.0)]
-    for title, points, (x0, y0, x1, y1), top in panels:
-        draw.rectangle([x0, y0, x1, y1], outline="black")
-        draw.text((x0, y0 - 18), title, fill="black")
-        points = [(float(x), float(y)) for x, y in points if math.isfinite(y)]
-        if not points:
-            draw.text((x0 + 10, y0 + 10), "no data", fill="gray")
-            continue
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        lo_x, hi_x = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-        lo_y, hi_y = min(0.0, min(ys)), top or (max(ys) if max(ys) > 0 else 1.0)
-        draw.text((x0 + 4, y1 + 4), f"{lo_x:g}", fill="black")
-        draw.text((x1 - 40, y1 + 4), f"{hi_x:g}", fill="black")
-        draw.text((x0 + 4, y0 + 4), f"{hi_y:.3g}", fill="black")
-        pixels = [(x0 + (x - lo_x) / (hi_x - lo_x) * (x1 - x0),
-                   y1 - (y - lo_y) / (hi_y - lo_y) * (y1 - y0)) for x, y in points]
-        if len(pixels) > 1:
-            draw.line(pixels, fill=(200, 30, 30), width=2)
-        for px, py in pixels[-1:] if len(pixels) > 1 else pixels:
-            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(200, 30, 30))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
+    draw(log_path, path)
 
 
 # --------------------------------------------------------------------------- distributed
@@ -1040,7 +1021,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
 
     # 6) curves
     if rank == 0:
-        save_curves(history, output_dir / "curves.png")
+        save_curves(runlog.path, output_dir / "curves.png")
     runlog.record("end", step=step, epochs=args.epochs,
                   final_ap=history["ap"][-1][1] if history["ap"] else None)
     _finish_distributed(world)

@@ -66,8 +66,21 @@ BLACK = (0, 0, 0)
 WHITE = (255, 255, 255)
 
 
+def truetype_path() -> Optional[str]:
+    """The DejaVu Sans TrueType file matplotlib ships, or None without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        return None
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return str(path) if path.is_file() else None
+
+
 def _font(size: int = 12):
-    return ImageFont.load_default(size=size)
+    """A TrueType font of ``size`` pixels: matplotlib's DejaVu Sans where there is one,
+    else PIL's own scalable default."""
+    path = truetype_path()
+    return ImageFont.truetype(path, size) if path else ImageFont.load_default(size=size)
 
 
 def _check_flavour(flavour: str) -> str:
@@ -474,6 +487,132 @@ def load_synthetic_sample(index: int = 0, split: str = "val"):
     return picture, target["boxes"], target["labels"], dataset.class_names
 
 
+# --------------------------------------------------------------------------- curves
+def read_log(path) -> list[dict]:
+    """The records of a training ``log.jsonl`` (``reference.train``), in order.
+
+    A line torn by a kill is skipped. Raises ValueError naming the file when it is
+    missing or holds no record.
+    """
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "log.jsonl"
+    if not path.is_file():
+        raise ValueError(f"log {str(path)!r}: no such file (expected a run's log.jsonl)")
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            records.append(entry)
+    if not records:
+        raise ValueError(f"log {str(path)!r}: no JSON record in it")
+    return records
+
+
+AP_CURVES = (("AP", "AP@[.5:.95]"), ("AP50", "AP50"), ("AP75", "AP75"))
+
+
+def draw_curves(records: Sequence[dict], title: Optional[str] = None):
+    """A matplotlib ``Figure`` of one training run, from its log records.
+
+    Three panels: every loss component and their total per logged step; the
+    learning rate per step; COCO bbox AP, AP50 and AP75 per epoch, each point
+    labelled with its value. Dotted vertical lines mark epoch ends on the step
+    axes. The last record of a step wins (a resumed run logs no step twice, but a
+    hand-joined log might). Nothing is shown on screen (Agg canvas).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    steps = {int(r["step"]): r for r in records if r.get("type") == "step" and "step" in r}
+    steps = [steps[k] for k in sorted(steps)]
+    epochs = {int(r["epoch"]): r for r in records if r.get("type") == "epoch" and "epoch" in r}
+    epochs = [epochs[k] for k in sorted(epochs)]
+    start = next((r for r in reversed(records) if r.get("type") == "start"), {})
+    if title is None:
+        args = start.get("args") or {}
+        title = (f"{args.get('model', 'training run')}: {start.get('train_images', '?')} train "
+                 f"images, {start.get('steps_per_epoch', '?')} steps/epoch x "
+                 f"{args.get('epochs', len(epochs) or '?')} epochs")
+
+    fig = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_lr, ax_ap = fig.subplots(1, 3)
+    fig.suptitle(title, fontsize=13)
+    xs = [r["step"] for r in steps]
+    ax_loss.plot(xs, [r.get("loss", math.nan) for r in steps], color="black", lw=2,
+                 label="total")
+    names = sorted({n for r in steps for n in (r.get("losses") or {})})
+    for i, name in enumerate(names):
+        colour = [c / 255 for c in PALETTE[i % len(PALETTE)]]
+        ax_loss.plot(xs, [(r.get("losses") or {}).get(name, math.nan) for r in steps],
+                     color=colour, lw=1.5, label=name)
+    ax_lr.plot(xs, [r.get("lr", math.nan) for r in steps], color=[c / 255 for c in PALETTE[2]],
+               lw=2)
+    for ax, ylabel, name in ((ax_loss, "loss", "loss per logged step"),
+                             (ax_lr, "learning rate", "learning rate (warmup, schedule)")):
+        for r in epochs:
+            ax.axvline(r.get("step", math.nan), color="0.6", ls=":", lw=1)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(name)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not steps:
+            ax.text(0.5, 0.5, "no step logged", transform=ax.transAxes, ha="center")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    if epochs:  # one legend entry for the dotted epoch-end lines
+        ax_loss.plot([], [], color="0.6", ls=":", lw=1, label="epoch end")
+    if steps:
+        ax_loss.legend(loc="upper right", fontsize=9)
+    ax_loss.set_ylim(bottom=0)
+    ax_lr.set_ylim(bottom=0)
+
+    evaluated = [r for r in epochs if isinstance(r.get("coco"), dict)]
+    ax_ap.set_title("COCO bbox AP on val, per epoch")
+    ax_ap.set_xlabel("epoch")
+    ax_ap.set_ylabel("AP")
+    ax_ap.set_ylim(0, 1.1)
+    ax_ap.grid(True, alpha=0.3)
+    ax_ap.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if evaluated:
+        ex = [r["epoch"] + 1 for r in evaluated]
+        for i, (key, label) in enumerate(AP_CURVES):
+            ys = [float(r["coco"].get(key, math.nan)) for r in evaluated]
+            colour = [c / 255 for c in PALETTE[i]]
+            ax_ap.plot(ex, ys, marker="o", color=colour, lw=2 if key == "AP" else 1.2,
+                       label=label)
+            if key == "AP":  # the headline number, written at every point
+                for x, y in zip(ex, ys):
+                    ax_ap.annotate(f"{y:.3f}", (x, y), textcoords="offset points",
+                                   xytext=(0, 7), ha="center", va="bottom", fontsize=9,
+                                   color=colour, fontweight="bold")
+        ax_ap.legend(loc="upper left", fontsize=9)
+        ax_ap.set_xlim(0.5, max(ex) + 0.5)
+    else:
+        ax_ap.text(0.5, 0.5, "no evaluation logged\n(--no-eval, or no epoch finished)",
+                   transform=ax_ap.transAxes, ha="center", va="center")
+    return fig
+
+
+def save_curves(log, out) -> Path:
+    """Draw ``draw_curves`` of a log (path, run folder or records) into a PNG at ``out``
+    (written to a temporary name, then renamed); returns the path."""
+    records = log if isinstance(log, list) else read_log(log)
+    out = Path(out)
+    fig = draw_curves(records)
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, out)
+    return out
+
+
 # --------------------------------------------------------------------------- CLI
 def _writable_out(path: str) -> Path:
     out = Path(path)
@@ -502,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
                "--out blank.png\n"
                "  python -m reference.visualize assign --assigner dsl --index 3 --out dsl.png",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{anchors,assign}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{anchors,assign,curves,dataset}")
 
     p = sub.add_parser("anchors", help="base anchors of one location, per level",
                        description="Draw the base anchors of one feature-map location of a RetinaNet "
@@ -548,6 +688,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scale", type=float, default=4.0, help="screen pixels per image pixel (default 4)")
     a.add_argument("--pad", type=int, default=32, help="margin around the image in image pixels (default 32)")
     a.add_argument("--out", required=True, help="PNG file to write (its folder must exist)")
+
+    c = sub.add_parser("curves", help="loss, learning rate and AP curves of a training run",
+                       description="Draw a training run's curves from its log.jsonl (what "
+                                   "reference.train writes as curves.png at the end): every "
+                                   "loss component and their total per logged step, the "
+                                   "learning rate, and COCO bbox AP / AP50 / AP75 per epoch "
+                                   "with the AP values written at the points.")
+    c.add_argument("--log", required=True, metavar="LOG.jsonl|RUN_DIR",
+                   help="a run's log.jsonl, or its --output-dir")
+    c.add_argument("--title", default=None, help="figure title (default: model, images, "
+                   "steps and epochs from the log's start record)")
+    c.add_argument("--out", required=True, help="PNG file to write (its folder must exist)")
     return parser
 
 
@@ -602,6 +754,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = _writable_out(args.out)
+        if args.command == "curves":
+            fig = draw_curves(read_log(args.log), title=args.title)
+            fig.savefig(out, format="png")
+            width, height = (round(v) for v in fig.get_size_inches() * fig.dpi)
+            print(f"wrote {out} ({width}x{height})")
+            return 0
         picture = _run_anchors(args) if args.command == "anchors" else _run_assign(args)
         picture.save(out, format="PNG")
     except (ValueError, OSError) as exc:
