@@ -94,9 +94,7 @@ class AssignResult:
 
         gt_labels: (G,) int64 or None (then ``labels`` stays None).
         """
-        if gt_labels is not None:
-            check.tensor("gt_labels", gt_labels, ndim=1, dtype="integer")
-            check.rows("gt_labels", gt_labels, self.num_gts, "the result's gts (num_gts)")
+        check.labels("gt_labels", gt_labels, self.num_gts, "the result's gts (num_gts)")
         device = self.gt_inds.device
         self_inds = torch.arange(1, self.num_gts + 1, dtype=torch.int64, device=device)  # (G,)
         gt_inds = torch.cat([self_inds, self.gt_inds])
@@ -116,51 +114,6 @@ class MatchResult(NamedTuple):
 
     matches: torch.Tensor
     labels: torch.Tensor
-
-
-# --------------------------------------------------------------------------- validation
-def _check_tensor(name: str, value, *, ndim: int, last: Optional[int] = None,
-                  floating: bool = True) -> None:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
-    if value.dim() != ndim or (last is not None and value.shape[-1] != last):
-        want = f"{ndim}-d" + (f" with last dimension {last}" if last is not None else "")
-        raise ValueError(f"{name}: expected a {want} tensor, got shape {tuple(value.shape)}")
-    if floating and not value.is_floating_point():
-        raise ValueError(f"{name}: expected a floating dtype, got {value.dtype}")
-    not_integer = value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
-    if not floating and not_integer:
-        raise ValueError(f"{name}: expected an integer dtype, got {value.dtype}")
-
-
-def _check_finite(name: str, value: torch.Tensor) -> None:
-    if value.numel() and not torch.isfinite(value).all():
-        raise ValueError(f"{name}: expected finite values, found NaN or inf")
-
-
-def _check_same_device(**tensors: Optional[torch.Tensor]) -> None:
-    present = {k: v for k, v in tensors.items() if v is not None}
-    devices = {v.device for v in present.values()}
-    if len(devices) > 1:
-        seen = ", ".join(f"{k} on {v.device}" for k, v in present.items())
-        raise ValueError(f"expected all inputs on one device, got {seen}")
-
-
-def _check_gt_labels(gt_labels: Optional[torch.Tensor], num_gts: int) -> None:
-    if gt_labels is None:
-        return
-    _check_tensor("gt_labels", gt_labels, ndim=1, floating=False)
-    if gt_labels.shape[0] != num_gts:
-        raise ValueError(
-            f"gt_labels: expected {num_gts} labels (one per gt), got {gt_labels.shape[0]}")
-
-
-def _check_threshold(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------- chunking
@@ -320,18 +273,18 @@ class MaxIoUAssigner:
     match_low_quality: bool = True
 
     def __post_init__(self) -> None:
-        _check_threshold("pos_iou_thr", self.pos_iou_thr)
-        _check_threshold("min_pos_iou", self.min_pos_iou)
-        _check_threshold("ignore_iof_thr", self.ignore_iof_thr)
+        check.number("pos_iou_thr", self.pos_iou_thr)
+        check.number("min_pos_iou", self.min_pos_iou)
+        check.number("ignore_iof_thr", self.ignore_iof_thr)
         neg = self.neg_iou_thr
         if isinstance(neg, (tuple, list)):
             if len(neg) != 2:
                 raise ValueError(f"neg_iou_thr: expected a float or a (lo, hi) pair, got {neg!r}")
-            lo = _check_threshold("neg_iou_thr[0]", neg[0])
-            hi = _check_threshold("neg_iou_thr[1]", neg[1])
+            lo = check.number("neg_iou_thr[0]", neg[0])
+            hi = check.number("neg_iou_thr[1]", neg[1])
             object.__setattr__(self, "neg_iou_thr", (lo, hi))
         else:
-            _check_threshold("neg_iou_thr", neg)
+            check.number("neg_iou_thr", neg)
 
     def _negative_range(self) -> tuple[float, float]:
         # A float threshold means the range [0, thr): overlaps of -1 (ignored) stay out.
@@ -348,18 +301,15 @@ class MaxIoUAssigner:
         gt_bboxes_ignore: (I, 4) float xyxy or None; used only if ignore_iof_thr > 0.
         gt_labels: (G,) int64 or None.
         """
-        _check_tensor("bboxes", bboxes, ndim=2, last=4)
-        _check_tensor("gt_bboxes", gt_bboxes, ndim=2, last=4)
-        _check_finite("bboxes", bboxes)
-        _check_finite("gt_bboxes", gt_bboxes)
+        check.boxes("bboxes", bboxes)
+        check.boxes("gt_bboxes", gt_bboxes)
         if gt_bboxes_ignore is not None:
-            _check_tensor("gt_bboxes_ignore", gt_bboxes_ignore, ndim=2, last=4)
-            _check_finite("gt_bboxes_ignore", gt_bboxes_ignore)
-        _check_gt_labels(gt_labels, gt_bboxes.shape[0])
-        _check_same_device(bboxes=bboxes, gt_bboxes=gt_bboxes,
-                           gt_bboxes_ignore=gt_bboxes_ignore, gt_labels=gt_labels)
+            check.boxes("gt_bboxes_ignore", gt_bboxes_ignore)
+        check.labels("gt_labels", gt_labels, gt_bboxes.shape[0], "gt_bboxes")
+        check.same_dtype(bboxes=bboxes, gt_bboxes=gt_bboxes)  # as box_iou needs
+        check.same_device(bboxes=bboxes, gt_bboxes=gt_bboxes,
+                          gt_bboxes_ignore=gt_bboxes_ignore, gt_labels=gt_labels)
 
-        _boxes._check_pair(gt_bboxes, bboxes, min_ndim=2, max_ndim=2)  # as box_iou checks
         use_ignore = (self.ignore_iof_thr > 0 and gt_bboxes_ignore is not None
                       and gt_bboxes_ignore.numel() > 0 and bboxes.numel() > 0)
         ignored = None  # (N,) bool: priors covered by an ignore box, overlap -1 with every gt
@@ -382,11 +332,10 @@ class MaxIoUAssigner:
         Values are IoUs in [0, 1], or -1 for priors already marked ignored.
         gt_labels: (G,) int64 or None.
         """
-        _check_tensor("overlaps", overlaps, ndim=2)
-        if overlaps.numel() and torch.isnan(overlaps).any():
-            raise ValueError("overlaps: expected no NaN values, found NaN")
-        _check_gt_labels(gt_labels, overlaps.shape[0])
-        _check_same_device(overlaps=overlaps, gt_labels=gt_labels)
+        check.tensor("overlaps", overlaps, ndim=2, dtype="floating")
+        check.no_nan("overlaps", overlaps)
+        check.labels("gt_labels", gt_labels, overlaps.shape[0], "overlaps")
+        check.same_device(overlaps=overlaps, gt_labels=gt_labels)
         return self._assign_blocks(_matrix_blocks(overlaps), *overlaps.shape, overlaps.dtype,
                                    overlaps.device, gt_labels)
 
@@ -507,12 +456,6 @@ def _best_prior_columns(quality: torch.Tensor, scan: _ColumnScan) -> torch.Tenso
     return _last_row_at_its_max(_matrix_blocks(quality), scan, every_gt) >= 0
 
 
-def _check_quality(quality) -> None:
-    _check_tensor("match_quality_matrix", quality, ndim=2)
-    if quality.numel() and torch.isnan(quality).any():
-        raise ValueError("match_quality_matrix: expected no NaN values, found NaN")
-
-
 class Matcher:
     """detectron2's Matcher (SPEC ASG-20 .. ASG-25).
 
@@ -530,7 +473,7 @@ class Matcher:
 
     def __init__(self, thresholds: Sequence[float], labels: Sequence[int],
                  allow_low_quality_matches: bool = False) -> None:
-        thresholds = [_check_threshold(f"thresholds[{i}]", t)
+        thresholds = [check.number(f"thresholds[{i}]", t)
                       for i, t in enumerate(check.sequence("thresholds", thresholds))]
         if not thresholds or thresholds[0] <= 0:
             raise ValueError(
@@ -549,8 +492,9 @@ class Matcher:
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
 
     def __call__(self, match_quality_matrix: torch.Tensor) -> MatchResult:
-        quality = match_quality_matrix
-        _check_quality(quality)
+        quality = check.tensor("match_quality_matrix", match_quality_matrix, ndim=2,
+                               dtype="floating")
+        check.no_nan("match_quality_matrix", quality)
         num_gts, num_priors = quality.shape
         if num_gts == 0 or num_priors == 0:
             # No gts: IoU counts as 0, so every prior takes the lowest band's label.
@@ -559,7 +503,8 @@ class Matcher:
                                 device=quality.device)
             return MatchResult(matches, labels)
         if (quality < 0).any():
-            raise ValueError("match_quality_matrix: expected values >= 0, found negatives")
+            raise check.fail("match_quality_matrix", "values >= 0",
+                             f"a minimum of {float(quality.min())}")
 
         # One pass over column blocks gives the max and argmax of each column and each
         # gt's best quality (what quality.max(dim=0) and quality.amax(dim=1) give).
@@ -588,8 +533,8 @@ class TorchvisionMatcher:
 
     def __init__(self, high_threshold: float, low_threshold: float,
                  allow_low_quality_matches: bool = False) -> None:
-        high = _check_threshold("high_threshold", high_threshold)
-        low = _check_threshold("low_threshold", low_threshold)
+        high = check.number("high_threshold", high_threshold)
+        low = check.number("low_threshold", low_threshold)
         if low > high:
             raise ValueError(f"low_threshold: expected <= high_threshold {high}, got {low}")
         self.high_threshold = high
@@ -597,13 +542,14 @@ class TorchvisionMatcher:
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
 
     def __call__(self, match_quality_matrix: torch.Tensor) -> torch.Tensor:
-        quality = match_quality_matrix
-        _check_quality(quality)
+        quality = check.tensor("match_quality_matrix", match_quality_matrix, ndim=2,
+                               dtype="floating")
+        check.no_nan("match_quality_matrix", quality)
         if quality.shape[0] == 0:
-            raise ValueError("match_quality_matrix: no ground-truth boxes (0 rows); "
-                             "torchvision's matcher needs at least one gt")
+            raise check.fail("match_quality_matrix", "at least one gt row (torchvision's "
+                             "callers handle images without gts)", quality)
         if quality.shape[1] == 0:
-            raise ValueError("match_quality_matrix: no proposal boxes (0 columns)")
+            raise check.fail("match_quality_matrix", "at least one proposal column", quality)
         scan = _scan_columns(_matrix_blocks(quality), *quality.shape, quality.dtype,
                              quality.device)  # as in Matcher.__call__
         matched_vals, argmax = scan.col_max, scan.col_argmax  # (N,), (N,)
@@ -643,10 +589,9 @@ class DynamicSoftLabelAssigner:
     iou_weight: float = 3.0
 
     def __post_init__(self) -> None:
-        _check_threshold("soft_center_radius", self.soft_center_radius)
+        check.number("soft_center_radius", self.soft_center_radius)
         check.number("iou_weight", self.iou_weight, low=0)
-        if isinstance(self.topk, bool) or not isinstance(self.topk, int) or self.topk < 1:
-            raise ValueError(f"topk: expected a positive int, got {self.topk!r}")
+        check.integer("topk", self.topk, low=1)
 
     # ---- public API
     def assign(self, pred_scores: torch.Tensor, decoded_bboxes: torch.Tensor,
@@ -713,11 +658,10 @@ class DynamicSoftLabelAssigner:
         A gt's k cheapest priors are taken in ascending cost; equal costs are taken
         in ascending prior index (upstream's per-gt topk leaves that order open).
         """
-        _check_tensor("cost", cost, ndim=2)
-        _check_tensor("pairwise_ious", pairwise_ious, ndim=2)
+        check.tensor("cost", cost, ndim=2, dtype="floating")
+        check.tensor("pairwise_ious", pairwise_ious, ndim=2, dtype="floating")
         if cost.shape != pairwise_ious.shape:
-            raise ValueError(f"pairwise_ious: expected shape {tuple(cost.shape)} like cost, "
-                             f"got {tuple(pairwise_ious.shape)}")
+            raise check.fail("pairwise_ious", f"cost's shape {tuple(cost.shape)}", pairwise_ious)
         check.no_nan("cost", cost)
         check.no_nan("pairwise_ious", pairwise_ious)
         num_cand, num_gts = cost.shape
@@ -754,30 +698,22 @@ class DynamicSoftLabelAssigner:
 
     # ---- internals
     def _validate(self, pred_scores, decoded_bboxes, priors, gt_bboxes, gt_labels) -> None:
-        _check_tensor("pred_scores", pred_scores, ndim=2)
-        _check_tensor("decoded_bboxes", decoded_bboxes, ndim=2, last=4)
-        _check_tensor("priors", priors, ndim=2, last=4)
-        _check_tensor("gt_bboxes", gt_bboxes, ndim=2, last=4)
-        _check_tensor("gt_labels", gt_labels, ndim=1, floating=False)
-        n = priors.shape[0]
-        for name, t in (("pred_scores", pred_scores), ("decoded_bboxes", decoded_bboxes)):
-            if t.shape[0] != n:
-                raise ValueError(f"{name}: expected {n} rows (one per prior), got {t.shape[0]}")
-        if gt_labels.shape[0] != gt_bboxes.shape[0]:
-            raise ValueError(f"gt_labels: expected {gt_bboxes.shape[0]} labels (one per gt), "
-                             f"got {gt_labels.shape[0]}")
-        num_classes = pred_scores.shape[1]
-        if gt_labels.numel() and (gt_labels.min() < 0 or gt_labels.max() >= num_classes):
-            raise ValueError(f"gt_labels: expected values in [0, {num_classes}), got "
-                             f"[{int(gt_labels.min())}, {int(gt_labels.max())}]")
-        for name, t in (("decoded_bboxes", decoded_bboxes), ("priors", priors),
-                        ("gt_bboxes", gt_bboxes)):
-            _check_finite(name, t)
+        check.tensor("pred_scores", pred_scores, ndim=2, dtype="floating")
+        check.boxes("decoded_bboxes", decoded_bboxes)
+        check.boxes("priors", priors)
+        check.boxes("gt_bboxes", gt_bboxes)
+        if gt_labels is None:
+            raise check.fail("gt_labels", "a (G,) integer tensor", gt_labels, TypeError)
+        check.labels("gt_labels", gt_labels, gt_bboxes.shape[0], "gt_bboxes",
+                     num_classes=pred_scores.shape[1])
+        check.rows("pred_scores", pred_scores, priors.shape[0], "priors")
+        check.rows("decoded_bboxes", decoded_bboxes, priors.shape[0], "priors")
         check.no_nan("pred_scores", pred_scores)  # a NaN logit would make every cost NaN
         if priors.numel() and (priors[:, 2] <= 0).any():
-            raise ValueError("priors: expected positive strides in column 2")
-        _check_same_device(pred_scores=pred_scores, decoded_bboxes=decoded_bboxes,
-                           priors=priors, gt_bboxes=gt_bboxes, gt_labels=gt_labels)
+            raise check.fail("priors", "positive strides in column 2",
+                             f"a minimum stride of {float(priors[:, 2].min())}")
+        check.same_device(pred_scores=pred_scores, decoded_bboxes=decoded_bboxes,
+                          priors=priors, gt_bboxes=gt_bboxes, gt_labels=gt_labels)
 
     @staticmethod
     def _centre_inside_any_gt(priors: torch.Tensor, gt_bboxes: torch.Tensor) -> torch.Tensor:
@@ -853,8 +789,7 @@ class MatcherAssigner:
 
     def __init__(self, matcher: Union[Matcher, "TorchvisionMatcher"]) -> None:
         if not isinstance(matcher, (Matcher, TorchvisionMatcher)):
-            raise TypeError(f"matcher: expected a Matcher or TorchvisionMatcher, got "
-                            f"{type(matcher).__name__}")
+            raise check.fail("matcher", "a Matcher or TorchvisionMatcher", matcher, TypeError)
         self.matcher = matcher
 
     def __repr__(self) -> str:
@@ -869,11 +804,12 @@ class MatcherAssigner:
                gt_bboxes_ignore: Optional[torch.Tensor] = None,
                gt_labels: Optional[torch.Tensor] = None) -> AssignResult:
         if gt_bboxes_ignore is not None and gt_bboxes_ignore.numel() > 0:
-            raise ValueError("gt_bboxes_ignore: detectron2's and torchvision's matchers have "
-                             "no ignore regions; expected None")
-        _check_tensor("bboxes", bboxes, ndim=2, last=4)
-        _check_tensor("gt_bboxes", gt_bboxes, ndim=2, last=4)
-        _check_gt_labels(gt_labels, gt_bboxes.shape[0])
+            raise check.fail("gt_bboxes_ignore", "None (detectron2's and torchvision's "
+                             "matchers have no ignore regions)", gt_bboxes_ignore)
+        check.boxes("bboxes", bboxes)
+        check.boxes("gt_bboxes", gt_bboxes)
+        check.labels("gt_labels", gt_labels, gt_bboxes.shape[0], "gt_bboxes")
+        check.same_device(bboxes=bboxes, gt_bboxes=gt_bboxes, gt_labels=gt_labels)
         num_gts, num_priors = gt_bboxes.shape[0], bboxes.shape[0]
         device = bboxes.device
         if num_gts == 0:

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from numbers import Real
 from typing import Sequence, Union
 
 import torch
@@ -221,62 +220,6 @@ def _clip_to_image(boxes: Tensor, max_shape: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- validation
-def _check_tensor(name: str, x, last: int | str, *, batch_dims: bool = True) -> None:
-    """Raise unless x is a floating tensor whose last dim is `last` (or a multiple of 4)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
-    if x.dim() < 1 or (not batch_dims and x.dim() != 2) or (batch_dims and x.dim() < 2):
-        wanted = "(N, C)" if not batch_dims else "(..., N, C)"
-        raise ValueError(f"{name}: expected shape {wanted}, got {tuple(x.shape)}")
-    size = x.shape[-1]
-    if last == "k*4":
-        if size == 0 or size % 4:
-            raise ValueError(f"{name}: expected a last dim of K*4 (K >= 1), got {size}")
-    elif isinstance(last, tuple):
-        if size not in last:
-            raise ValueError(f"{name}: expected a last dim in {last}, got {size}")
-    elif size != last:
-        raise ValueError(f"{name}: expected a last dim of {last}, got {size}")
-
-
-def _check_pair(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
-    """Same device and same leading shape (all but the last dim)."""
-    if a.device != b.device:
-        raise ValueError(f"{name_b}: on device {b.device}, expected {a.device} like {name_a}")
-    if a.shape[:-1] != b.shape[:-1]:
-        raise ValueError(
-            f"{name_b}: leading shape {tuple(b.shape[:-1])} does not match "
-            f"{name_a}'s {tuple(a.shape[:-1])}"
-        )
-
-
-def _four_floats(name: str, values, *, positive: bool = False, nonzero: bool = False):
-    """Four finite floats (means, stds, weights), checked once at construction."""
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected 4 numbers, got {values!r}") from None
-    if len(out) != 4 or not all(math.isfinite(v) for v in out):
-        raise ValueError(f"{name}: expected 4 finite numbers, got {values!r}")
-    if positive and any(v <= 0 for v in out):
-        raise ValueError(f"{name}: expected 4 positive numbers, got {values!r}")
-    if nonzero and any(v == 0 for v in out):
-        raise ValueError(f"{name}: expected 4 non-zero numbers, got {values!r}")
-    return out
-
-
-def _positive_float(name: str, value, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}: expected a finite number {bound}, got {value}")
-    return value
-
-
 def _as_max_shape(max_shape: MaxShape, boxes: Tensor) -> Tensor:
     """(H, W[, C]) -> (2,) tensor, or (B, >=2) per image -> (B, 2); in boxes' dtype."""
     try:
@@ -307,10 +250,8 @@ def _reject_empty(name: str, boxes: Tensor) -> None:
     sizes = boxes[..., 2:] - boxes[..., :2]  # (..., 2) widths, heights
     if bool((sizes <= 0).any()):
         row = int((sizes <= 0).any(-1).nonzero()[0, 0])
-        raise ValueError(
-            f"{name}: source boxes need width and height > 0; row {row} is "
-            f"{boxes[row].tolist()}"
-        )
+        raise check.fail(name, "source boxes of width and height > 0",
+                         f"row {row} = {boxes[row].tolist()}")
 
 
 # --------------------------------------------------------------------------- delta coders
@@ -327,9 +268,11 @@ class _DeltaCoder:
 
     def _encode(self, src_name: str, sources, dst_name: str, targets) -> Tensor:
         fl = self.flavour
-        _check_tensor(src_name, sources, 4, batch_dims=fl.batch_dims)
-        _check_tensor(dst_name, targets, 4, batch_dims=fl.batch_dims)
-        _check_pair(src_name, sources, dst_name, targets)
+        dims = {"min_ndim": 2} if fl.batch_dims else {"ndim": 2}  # (..., N, 4) or (N, 4)
+        check.tensor(src_name, sources, **dims, last=4, dtype="floating")
+        check.tensor(dst_name, targets, **dims, last=4, dtype="floating")
+        check.same_device(**{src_name: sources, dst_name: targets})
+        check.leading_shape(dst_name, targets, src_name, sources)
         if fl.reject_empty_sources:
             _reject_empty(src_name, sources)
         dtype = _result_dtype(fl.encode_dtype, sources, targets)
@@ -340,9 +283,11 @@ class _DeltaCoder:
     def _decode(self, priors_name: str, priors, deltas_name: str, deltas,
                 scale_clamp: float, ctr_clamp: float | None, max_shape) -> Tensor:
         fl = self.flavour
-        _check_tensor(priors_name, priors, 4, batch_dims=fl.batch_dims)
-        _check_tensor(deltas_name, deltas, "k*4", batch_dims=fl.batch_dims)
-        _check_pair(priors_name, priors, deltas_name, deltas)
+        dims = {"min_ndim": 2} if fl.batch_dims else {"ndim": 2}  # (..., N, ·) or (N, ·)
+        check.tensor(priors_name, priors, **dims, last=4, dtype="floating")
+        check.tensor(deltas_name, deltas, **dims, groups_of=4, dtype="floating")
+        check.same_device(**{priors_name: priors, deltas_name: deltas})
+        check.leading_shape(deltas_name, deltas, priors_name, priors)
         dtype = _result_dtype(fl.decode_dtype, priors, deltas)
         shape = None if max_shape is None else _as_max_shape(max_shape, deltas.to(dtype))
         means = torch.tensor(self._means, dtype=dtype, device=deltas.device)
@@ -376,11 +321,11 @@ class DeltaXYWHBBoxCoder(_DeltaCoder):
         add_ctr_clamp: bool = False,
         ctr_clamp: float = 32,
     ) -> None:
-        self.means = _four_floats("target_means", target_means)
-        self.stds = _four_floats("target_stds", target_stds, positive=True)
+        self.means = check.numbers("target_means", target_means, length=4)
+        self.stds = check.numbers("target_stds", target_stds, length=4, low=0, low_open=True)
         self.clip_border = bool(clip_border)
         self.add_ctr_clamp = bool(add_ctr_clamp)
-        self.ctr_clamp = _positive_float("ctr_clamp", ctr_clamp, allow_zero=True)
+        self.ctr_clamp = check.number("ctr_clamp", ctr_clamp, low=0)
         super().__init__(self.means, self.stds, DEFAULT_SCALE_CLAMP)
 
     def encode(self, bboxes: Tensor, gt_bboxes: Tensor) -> Tensor:
@@ -411,7 +356,7 @@ class DeltaXYWHBBoxCoder(_DeltaCoder):
             4.1352, both sides; upper side only with ``add_ctr_clamp``).
         Returns (..., N, K*4) boxes in the promoted dtype of the inputs.
         """
-        clip = _positive_float("wh_ratio_clip", wh_ratio_clip)
+        clip = check.number("wh_ratio_clip", wh_ratio_clip, low=0, low_open=True)
         return self._decode(
             "bboxes", bboxes, "pred_bboxes", pred_bboxes,
             scale_clamp=abs(math.log(clip)),
@@ -430,8 +375,8 @@ class Box2BoxTransform(_DeltaCoder):
     flavour = DETECTRON2_DELTAS
 
     def __init__(self, weights: Sequence[float], scale_clamp: float = DEFAULT_SCALE_CLAMP) -> None:
-        self.weights = _four_floats("weights", weights, positive=True)
-        self.scale_clamp = _positive_float("scale_clamp", scale_clamp)
+        self.weights = check.numbers("weights", weights, length=4, low=0, low_open=True)
+        self.scale_clamp = check.number("scale_clamp", scale_clamp, low=0, low_open=True)
         super().__init__((0.0,) * 4, tuple(1.0 / w for w in self.weights), self.scale_clamp,
                          weights=self.weights)
 
@@ -466,8 +411,9 @@ class BoxCoder(_DeltaCoder):
 
     def __init__(self, weights: Sequence[float],
                  bbox_xform_clip: float = DEFAULT_SCALE_CLAMP) -> None:
-        self.weights = _four_floats("weights", weights, positive=True)
-        self.bbox_xform_clip = _positive_float("bbox_xform_clip", bbox_xform_clip)
+        self.weights = check.numbers("weights", weights, length=4, low=0, low_open=True)
+        self.bbox_xform_clip = check.number("bbox_xform_clip", bbox_xform_clip, low=0,
+                                            low_open=True)
         super().__init__((0.0,) * 4, tuple(1.0 / w for w in self.weights), self.bbox_xform_clip,
                          weights=self.weights)
 
@@ -490,21 +436,16 @@ class BoxCoder(_DeltaCoder):
 # --------------------------------------------------------------------------- distance coder
 def _check_points_and_boxes(points, points_name: str, boxes, boxes_name: str) -> torch.dtype:
     """Points (..., 2) or (..., 4) (x, y, stride_w, stride_h) broadcastable to boxes (..., 4)."""
-    _check_tensor(points_name, points, (2, 4))
-    _check_tensor(boxes_name, boxes, 4)
-    if points.device != boxes.device:
-        raise ValueError(
-            f"{boxes_name}: on device {boxes.device}, expected {points.device} like {points_name}"
-        )
+    check.tensor(points_name, points, min_ndim=2, last=(2, 4), dtype="floating")
+    check.tensor(boxes_name, boxes, min_ndim=2, last=4, dtype="floating")
+    check.same_device(**{points_name: points, boxes_name: boxes})
     try:
         leading = torch.broadcast_shapes(points.shape[:-1], boxes.shape[:-1])
     except RuntimeError:
         leading = None
     if leading != boxes.shape[:-1]:
-        raise ValueError(
-            f"{points_name}: leading shape {tuple(points.shape[:-1])} does not match "
-            f"{boxes_name}'s {tuple(boxes.shape[:-1])}"
-        )
+        raise check.fail(points_name, f"a leading shape that broadcasts to {boxes_name}'s "
+                         f"{tuple(boxes.shape[:-1])}", points)
     return torch.promote_types(points.dtype, boxes.dtype)
 
 
@@ -522,10 +463,10 @@ def bbox2distance(points: Tensor, bbox: Tensor, max_dis: float | None = None,
     """
     dtype = _check_points_and_boxes(points, "points", bbox, "bbox")
     if max_dis is not None:
-        max_dis = _positive_float("max_dis", max_dis)
-        eps = _positive_float("eps", eps, allow_zero=True)
+        max_dis = check.number("max_dis", max_dis, low=0, low_open=True)
+        eps = check.number("eps", eps, low=0)
         if max_dis <= eps:
-            raise ValueError(f"max_dis: expected max_dis > eps = {eps}, got {max_dis}")
+            raise check.fail("max_dis", f"a number > eps = {eps}", max_dis)
     px, py = points[..., 0].to(dtype), points[..., 1].to(dtype)
     bbox = bbox.to(dtype)
     distances = torch.stack(
@@ -596,8 +537,8 @@ class DeltaCodec:
 
     def __init__(self, coder: Union[DeltaXYWHBBoxCoder, Box2BoxTransform, BoxCoder]) -> None:
         if not isinstance(coder, (DeltaXYWHBBoxCoder, Box2BoxTransform, BoxCoder)):
-            raise TypeError(f"coder: expected a DeltaXYWHBBoxCoder, Box2BoxTransform or "
-                            f"BoxCoder, got {type(coder).__name__}")
+            raise check.fail("coder", "a DeltaXYWHBBoxCoder, Box2BoxTransform or BoxCoder",
+                             coder, TypeError)
         self.coder = coder
 
     def __repr__(self) -> str:

@@ -42,11 +42,13 @@ def fail(name: str, expected: str, value: Any, error: type = ValueError) -> Exce
 
 # --------------------------------------------------------------------------- tensors
 def tensor(name: str, value: Any, *, ndim: int | Iterable[int] | None = None,
-           min_ndim: int | None = None, last: int | None = None,
-           dtype: str | None = None) -> torch.Tensor:
+           min_ndim: int | None = None, last: int | Iterable[int] | None = None,
+           groups_of: int | None = None, dtype: str | None = None) -> torch.Tensor:
     """``value`` is a tensor with the given number of dims, last dim and dtype kind.
 
-    dtype: ``"floating"``, ``"integer"`` (no bool), ``"bool"``, or None (any).
+    last: the last dim (or the allowed ones); groups_of: the last dim is ``K * groups_of``
+    with K >= 1 (class-specific boxes). dtype: ``"floating"``, ``"integer"`` (no bool),
+    ``"bool"``, or None (any).
     """
     if not isinstance(value, torch.Tensor):
         raise fail(name, "a torch.Tensor", value, TypeError)
@@ -57,8 +59,13 @@ def tensor(name: str, value: Any, *, ndim: int | Iterable[int] | None = None,
             raise fail(name, f"{dims} dims", value)
     if min_ndim is not None and value.dim() < min_ndim:
         raise fail(name, f"at least {min_ndim} dims", value)
-    if last is not None and (value.dim() == 0 or value.shape[-1] != last):
-        raise fail(name, f"a last dim of {last}", value)
+    if last is not None:
+        allowed = (last,) if isinstance(last, int) else tuple(last)
+        if value.dim() == 0 or value.shape[-1] not in allowed:
+            raise fail(name, "a last dim of " + " or ".join(str(d) for d in allowed), value)
+    if groups_of is not None and (value.dim() == 0 or value.shape[-1] == 0
+                                  or value.shape[-1] % groups_of):
+        raise fail(name, f"a last dim of K*{groups_of} (K >= 1)", value)
     if dtype == "floating" and not value.is_floating_point():
         raise fail(name, "a floating dtype", value)
     if dtype == "integer" and (value.is_floating_point() or value.is_complex()
@@ -104,6 +111,35 @@ def rows(name: str, value: torch.Tensor, count: int, other: str) -> torch.Tensor
     return value
 
 
+def labels(name: str, value: Any, count: int, other: str, *,
+           num_classes: int | None = None) -> torch.Tensor | None:
+    """None, or a (count,) integer tensor, one label per row of ``other`` (values in
+    ``[0, num_classes)`` when given)."""
+    if value is None:
+        return None
+    tensor(name, value, ndim=1, dtype="integer")
+    rows(name, value, count, other)
+    if num_classes is not None and value.numel() and (
+            int(value.min()) < 0 or int(value.max()) >= num_classes):
+        raise fail(name, f"values in [0, {num_classes})",
+                   f"values in [{int(value.min())}, {int(value.max())}]")
+    return value
+
+
+def leading_shape(name: str, value: torch.Tensor, other: str, like: torch.Tensor) -> None:
+    """``value`` has ``like``'s shape but for the last dim."""
+    if value.shape[:-1] != like.shape[:-1]:
+        raise fail(name, f"the leading shape {tuple(like.shape[:-1])} of {other}", value)
+
+
+def same_dtype(**tensors: torch.Tensor | None) -> None:
+    """Every given tensor has the dtype of the first."""
+    named = [(k, v) for k, v in tensors.items() if isinstance(v, torch.Tensor)]
+    for name, value in named[1:]:
+        if value.dtype != named[0][1].dtype:
+            raise fail(name, f"{named[0][0]}'s dtype {named[0][1].dtype}", value)
+
+
 def same_device(**tensors: torch.Tensor | None) -> None:
     """Every given tensor lies on the device of the first."""
     named = [(k, v) for k, v in tensors.items() if isinstance(v, torch.Tensor)]
@@ -143,6 +179,30 @@ def integer(name: str, value: Any, *, low: int | None = None) -> int:
     if low is not None and value < low:
         raise fail(name, f"an int >= {low}", value)
     return int(value)
+
+
+def numbers(name: str, value: Any, *, length: int | None = None, low: float | None = None,
+            low_open: bool = False, nonzero: bool = False) -> tuple[float, ...]:
+    """A list or tuple of finite real numbers (``length`` of them), each >= low (> low
+    when ``low_open``; not 0 when ``nonzero``)."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+    what = (f"{length} " if length is not None else "") + f"finite numbers{bound}" + (
+        ", none 0" if nonzero else "")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise fail(name, what, value, TypeError)
+    value = list(value)
+    if any(isinstance(v, bool) or not isinstance(v, Real) for v in value):
+        raise fail(name, what, value, TypeError)
+    out = tuple(float(v) for v in value)
+    if length is not None and len(out) != length:
+        raise fail(name, what, value)
+    for v in out:
+        if not math.isfinite(v) or (low is not None and (v < low or (low_open and v == low))) \
+                or (nonzero and v == 0):
+            raise fail(name, what, value)
+    return out
 
 
 def choice(name: str, value: Any, options: Sequence[str]) -> str:
