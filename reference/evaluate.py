@@ -1,7 +1,12 @@
 """COCO bbox evaluation with pycocotools, after each epoch and from the command line.
 
     python -m reference.evaluate --checkpoint runs/retinanet/checkpoint.pth
-    python -m reference.evaluate --checkpoint ckpt.pth --val-ann a.json --val-images imgs/
+    python -m reference.evaluate --checkpoint ckpt.pth --val-ann a.json --val-images imgs/ \
+        --out detections.json
+
+The command prints a header (checkpoint, model, annotation file, image and box
+counts, device), the pycocotools summary and a per-category AP table; ``--out``
+writes the detections (COCO results), ``--json-out`` the stats and the table.
 
 ``coco_evaluate(coco_gt, detections)`` is the one function the rest builds on: it
 runs pycocotools' ``COCOeval`` and returns the 12 standard numbers by name
@@ -27,7 +32,9 @@ import torch
 __all__ = [
     "STAT_NAMES",
     "coco_evaluate",
+    "coco_evaluate_per_class",
     "format_summary",
+    "format_per_class",
     "predict_coco_results",
     "evaluate_model",
 ]
@@ -81,10 +88,57 @@ def coco_evaluate(coco_gt, detections: Iterable[dict], *,
 
     Returns ``{name: value}`` for ``STAT_NAMES`` in order, as Python floats.
     """
+    stats, _ = coco_evaluate_per_class(coco_gt, detections)
+    if verbose:
+        print(format_summary(stats), flush=True)
+    return stats
+
+
+def coco_evaluate_per_class(coco_gt, detections: Iterable[dict]) -> tuple[dict, list[dict]]:
+    """``(the 12 stats of coco_evaluate, one row per category)``.
+
+    A row is ``{"category_id", "name", "gts" (non-crowd annotations), "AP" (IoU
+    .50:.95), "AP50", "AP75"}``, area "all", 100 detections per image: the mean of
+    pycocotools' precision array over the IoU thresholds and 101 recall points of
+    that category where it is defined (``> -1``), as detectron2's COCOEvaluator
+    derives its per-category AP. A category without ground truth gets ``nan``.
+    """
+    evaluator = _cocoeval(_as_coco(coco_gt), detections)
+    stats = {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats)}
+    precision = evaluator.eval["precision"]  # (T IoUs, R recalls, K cats, A areas, M maxDets)
+    params = evaluator.params
+    area, dets = params.areaRngLbl.index("all"), list(params.maxDets).index(100)
+    rows = []
+    for k, cat_id in enumerate(params.catIds):
+        values = {}
+        for key, iou in (("AP", None), ("AP50", 0.5), ("AP75", 0.75)):
+            block = precision[:, :, k, area, dets]  # (T, R)
+            if iou is not None:
+                block = block[[int(round((iou - 0.5) / 0.05))]]
+            block = block[block > -1]
+            values[key] = float(block.mean()) if block.size else float("nan")
+        gts = len(evaluator.cocoGt.getAnnIds(catIds=[cat_id], iscrowd=False))
+        name = evaluator.cocoGt.cats[cat_id].get("name", str(cat_id))
+        rows.append({"category_id": int(cat_id), "name": name, "gts": gts, **values})
+    return stats, rows
+
+
+def format_per_class(rows: list[dict]) -> str:
+    """The per-category table of ``coco_evaluate_per_class``, one line a category."""
+    width = max([len("category")] + [len(r["name"]) for r in rows])
+    lines = [f"{'category':<{width}}  {'id':>4}  {'gts':>5}  {'AP':>6}  {'AP50':>6}  {'AP75':>6}"]
+    for r in rows:
+        cells = "  ".join(f"{r[key]:6.3f}" if r[key] == r[key] else f"{'-':>6}"
+                          for key in ("AP", "AP50", "AP75"))
+        lines.append(f"{r['name']:<{width}}  {r['category_id']:>4}  {r['gts']:>5}  {cells}")
+    return "\n".join(lines)
+
+
+def _cocoeval(coco_gt, detections: Iterable[dict]):
+    """pycocotools' COCOeval of ``detections``, evaluated, accumulated and summarised."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    coco_gt = _as_coco(coco_gt)
     detections = list(detections)
     known_images = set(coco_gt.getImgIds())
     for det in detections:
@@ -113,10 +167,7 @@ def coco_evaluate(coco_gt, detections: Iterable[dict], *,
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    stats = {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats)}
-    if verbose:
-        print(format_summary(stats), flush=True)
-    return stats
+    return evaluator
 
 
 @torch.no_grad()
@@ -172,8 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-images", default=None, help="folder of the images it names")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=0, help="data loading processes")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--json-out", default=None, help="also write the 12 stats as JSON here")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda or cuda:N (default: cuda if available, as train)")
+    parser.add_argument("--out", default=None, metavar="DETECTIONS.json",
+                        help="also write the detections as COCO results (image_id, "
+                        "category_id, bbox [x,y,w,h], score) here")
+    parser.add_argument("--json-out", default=None, help="also write the 12 stats and the "
+                        "per-category rows as JSON here")
     return parser
 
 
@@ -183,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     from reference.checkpoint import CheckpointError, load_model_from_checkpoint
 
     args = build_parser().parse_args(argv)
-    device = torch.device(args.device)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         model, checkpoint = load_model_from_checkpoint(args.checkpoint, device,
                                                        trusted_builder=args.model)
@@ -205,16 +261,31 @@ def main(argv: list[str] | None = None) -> int:
         if dataset.label_to_cat_id != checkpoint["label_to_cat_id"]:
             print(f"warning: categories of {val_ann} {dataset.label_to_cat_id} differ from the "
                   f"checkpoint's {checkpoint['label_to_cat_id']}", file=sys.stderr)
+        boxes = sum(len(r["labels"]) for r in dataset.records)
+        print(f"checkpoint  {args.checkpoint} (model {checkpoint.get('model_name')}, epoch "
+              f"{checkpoint.get('epoch', '?')}, step {checkpoint.get('step', '?')})\n"
+              f"annotations {val_ann}\n"
+              f"images      {val_images}: {len(dataset)} images, {boxes} boxes, "
+              f"{len(dataset.label_to_cat_id)} categories\n"
+              f"resized to  shorter side {data['min_size']}, longer at most "
+              f"{data['max_size']}; device {device}", flush=True)
         loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                                              num_workers=args.workers, collate_fn=collate_lists)
-        stats = evaluate_model(model, loader, coco_gt, checkpoint["label_to_cat_id"], device)
+        detections = predict_coco_results(model, loader, checkpoint["label_to_cat_id"], device)
+        stats, rows = coco_evaluate_per_class(coco_gt, detections)
     except DatasetError as exc:
         lines = str(exc).strip().splitlines()  # a worker's error carries its traceback
         print(f"error: {lines[-1].split('DatasetError: ')[-1] if lines else exc}",
               file=sys.stderr)
         return 2
+    print(f"{len(detections)} detections\n{format_summary(stats)}\n\nper category "
+          f"(area all, 100 detections per image):\n{format_per_class(rows)}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(detections) + "\n")
+        print(f"detections written to {args.out} (COCO results)")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(stats, indent=2) + "\n")
+        Path(args.json_out).write_text(json.dumps({**stats, "per_category": rows}, indent=2)
+                                       + "\n")
     return 0
 
 

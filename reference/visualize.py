@@ -466,6 +466,102 @@ def _points_inside_any(priors: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Te
     return inside.any(dim=1)
 
 
+# --------------------------------------------------------------------------- boxes on images
+def class_colour(label: int) -> tuple[int, int, int]:
+    """One distinct colour per class: ``PALETTE`` for labels 0..9, then saturated hues
+    spaced by the golden angle (the first 20 are at least 60 apart in RGB)."""
+    label = int(label)
+    if label < 0:
+        raise ValueError(f"label: expected >= 0, got {label}")
+    if label < len(PALETTE):
+        return PALETTE[label]
+    import colorsys
+
+    hue = ((label - len(PALETTE)) * 0.618033988749895 + 0.05) % 1.0  # 0.05: away from PALETTE
+    return tuple(round(255 * c) for c in colorsys.hsv_to_rgb(hue, 1.0, 0.9))
+
+
+def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on ``fill`` (relative luminance)."""
+    r, g, b = fill
+    return BLACK if 0.299 * r + 0.587 * g + 0.114 * b > 150 else WHITE
+
+
+def draw_boxes(picture: Image.Image, boxes, labels, class_names: Sequence[str], scores=None, *,
+               min_side: int = 512, ignore_boxes=None, title: str = "") -> Image.Image:
+    """The picture with labelled boxes, readable whatever the image size.
+
+    boxes: ``(K, 4)`` xyxy pixels of ``picture``; labels: ``(K,)`` ints indexing
+    ``class_names``; scores: ``(K,)`` or None (ground truth: names only).
+    ignore_boxes: ``(M, 4)`` crowd regions, drawn dashed grey.
+    min_side: a picture whose shorter side is under this is enlarged to it first
+    (bicubic), so a 128 px image does not get 3 px letters; the font (DejaVu
+    Sans) and the line width grow with the drawn size. Each class keeps one colour
+    (``class_colour``); a label is written on a patch of that colour above the box
+    (inside it when the box touches the top). ``info``: ``scale`` (drawn pixels per
+    image pixel), ``font_size`` (pixels), ``colours`` ({class name: RGB}).
+    """
+    import torch as _torch
+
+    boxes = _torch.as_tensor(boxes, dtype=_torch.float32).reshape(-1, 4)
+    labels = [int(v) for v in _torch.as_tensor(labels).reshape(-1).tolist()]
+    if len(labels) != len(boxes):
+        raise ValueError(f"labels: expected {len(boxes)} labels (one per box), got {len(labels)}")
+    for k in labels:
+        if not 0 <= k < len(class_names):
+            raise ValueError(f"labels: {k} is not a class index of {list(class_names)}")
+    scores = None if scores is None else _torch.as_tensor(scores).reshape(-1).tolist()
+    w, h = picture.size
+    scale = max(1.0, min_side / max(1, min(w, h)))
+    shown = picture.convert("RGB")
+    if scale > 1:
+        shown = shown.resize((round(w * scale), round(h * scale)), Image.BICUBIC)
+    side = min(shown.size)
+    font_size = max(13, min(40, round(side / 32)))
+    line = max(2, round(side / 256))
+    font = _font(font_size)
+    header = round(font_size * 1.6) if title else 0
+    canvas = Image.new("RGB", (shown.width, shown.height + header), WHITE)
+    canvas.paste(shown, (0, header))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, (header - font_size) // 2), title, fill=BLACK, font=font)
+
+    def screen(box):
+        x1, y1, x2, y2 = (float(v) * scale for v in box)
+        return x1, y1 + header, x2, y2 + header
+
+    if ignore_boxes is not None:
+        for box in _torch.as_tensor(ignore_boxes, dtype=_torch.float32).reshape(-1, 4).tolist():
+            x1, y1, x2, y2 = screen(box)
+            dash = 3 * line
+            for x in range(int(x1), int(x2), 2 * dash):  # dashed: crowd, never a positive
+                draw.line([x, y1, min(x + dash, x2), y1], fill=GREY, width=line)
+                draw.line([x, y2, min(x + dash, x2), y2], fill=GREY, width=line)
+            for y in range(int(y1), int(y2), 2 * dash):
+                draw.line([x1, y, x1, min(y + dash, y2)], fill=GREY, width=line)
+                draw.line([x2, y, x2, min(y + dash, y2)], fill=GREY, width=line)
+    colours = {}
+    order = range(len(boxes)) if scores is None else sorted(range(len(boxes)),
+                                                           key=lambda i: scores[i])
+    for i in order:  # the best detection is drawn last, on top
+        colour = class_colour(labels[i])
+        name = class_names[labels[i]]
+        colours[name] = colour
+        x1, y1, x2, y2 = screen(boxes[i].tolist())
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=line)
+        text = name if scores is None else f"{name} {scores[i]:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left, bottom - top
+        pad = max(2, font_size // 6)
+        ty = y1 - th - 2 * pad if y1 - th - 2 * pad >= header else y1
+        tx = min(max(x1, 0), canvas.width - tw - 2 * pad)
+        draw.rectangle([tx, ty, tx + tw + 2 * pad, ty + th + 2 * pad], fill=colour)
+        draw.text((tx + pad - left, ty + pad - top), text, fill=_text_colour(colour), font=font)
+    canvas.info.update(scale=scale, font_size=font_size, colours=colours)
+    return canvas
+
+
 # --------------------------------------------------------------------------- data
 # The synthetic dataset the CLI reads (the same one training writes to the cache).
 SYNTHETIC_CONFIG = None  # None = reference.data.SyntheticShapesConfig()

@@ -134,3 +134,29 @@ def test_predictions_are_scaled_back_to_the_original_size_as_xywh():
     (result,) = predict_coco_results(Fixed(), loader, label_to_cat_id=[5, 9], device="cpu")
     assert result == {"image_id": 7, "category_id": 9, "bbox": [40.0, 40.0, 80.0, 80.0],
                       "score": pytest.approx(0.7)}
+
+
+def test_per_category_ap_is_each_category_alone_and_averages_to_ap(tmp_path):
+    from reference.evaluate import coco_evaluate_per_class, format_per_class
+
+    coco = _write_coco(tmp_path / "gt3.json", {1: (200, 100), 2: (100, 100)}, [
+        (1, 1, [10, 10, 40, 40], 0),
+        (1, 2, [100, 20, 40, 40], 0),
+        (2, 1, [50, 50, 40, 40], 0),
+    ], categories=(1, 2, 7))
+    dets = [  # category 1: one of its 2 gts found first -> 51/101; category 2: perfect
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [150, 50, 20, 20], "score": 0.5},
+        {"image_id": 1, "category_id": 2, "bbox": [100, 20, 40, 40], "score": 0.9},
+    ]
+    stats, rows = coco_evaluate_per_class(coco, dets)
+    assert [(r["category_id"], r["name"], r["gts"]) for r in rows] == [
+        (1, "c1", 2), (2, "c2", 1), (7, "c7", 0)]
+    assert rows[0]["AP"] == pytest.approx(51 / 101) and rows[0]["AP50"] == pytest.approx(51 / 101)
+    assert rows[1]["AP"] == pytest.approx(1.0) and rows[1]["AP75"] == pytest.approx(1.0)
+    assert all(v != v for v in (rows[2]["AP"], rows[2]["AP50"]))  # no gt: nan, not 0
+    assert stats["AP"] == pytest.approx((rows[0]["AP"] + rows[1]["AP"]) / 2)
+    table = format_per_class(rows).splitlines()
+    assert table[0].split() == ["category", "id", "gts", "AP", "AP50", "AP75"]
+    assert table[1].split() == ["c1", "1", "2", "0.505", "0.505", "0.505"]
+    assert table[3].split() == ["c7", "7", "0", "-", "-", "-"]

@@ -8,6 +8,7 @@ ones run as subprocesses on tiny inputs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -119,6 +120,152 @@ def test_curves_cli_writes_a_png_with_the_curve_colours(tmp_path):
     assert pixels.shape == (460, 1500, 3)
     for rgb in [(0, 0, 0), PALETTE[0], PALETTE[1], PALETTE[2]]:  # total, components/AP, lr
         assert _has_colour(pixels, rgb), rgb
-    missing = _run("-m", "reference.visualize", "curves", "--log", str(tmp_path / "nope"),
-                   "--out", str(out), check=False)
-    assert missing.returncode == 2 and "no such file" in missing.stderr
+    from reference.visualize import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["curves", "--log", str(tmp_path / "nope"), "--out", str(out)])
+    assert exc.value.code == 2
+
+
+# --------------------------------------------------------------------------- boxes drawn
+def test_each_class_has_its_own_distinct_colour_and_labels_are_legible_at_128px():
+    import torch
+
+    from reference.visualize import class_colour, draw_boxes
+
+    colours = [class_colour(k) for k in range(40)]
+    assert len(set(colours)) == 40
+    for i in range(20):  # distinct: no two of the first 20 closer than 60 in RGB
+        for j in range(i):
+            assert math.dist(colours[i], colours[j]) >= 60, (i, j)
+    picture = Image.new("RGB", (128, 96), (128, 128, 128))
+    boxes = torch.tensor([[4.0, 20, 40, 60], [50, 10, 90, 50], [60, 55, 120, 90]])
+    names = ["circle", "square", "triangle", "cross"]
+    drawn = draw_boxes(picture, boxes, [0, 1, 3], names, [0.9, 0.8, 0.7])
+    assert drawn.info["scale"] == pytest.approx(512 / 96)  # shorter side enlarged to 512
+    assert drawn.size == (round(128 * 512 / 96), 512)
+    assert drawn.info["font_size"] >= 14  # pixels, TrueType
+    assert drawn.info["colours"] == {"circle": colours[0], "square": colours[1],
+                                     "cross": colours[3]}
+    pixels = np.asarray(drawn)
+    for k in (0, 1, 3):
+        assert _has_colour(pixels, colours[k], at_least=200), names[k]
+    assert not _has_colour(pixels, colours[2], at_least=1)  # no triangle drawn
+    # the label text: letter pixels of the contrasting colour inside the label patch
+    from reference.visualize import truetype_path
+    assert truetype_path() is None or truetype_path().endswith("DejaVuSans.ttf")
+
+
+def test_draw_boxes_rejects_labels_outside_the_class_names():
+    from reference.visualize import draw_boxes
+
+    with pytest.raises(ValueError, match="labels: 4 is not a class index"):
+        draw_boxes(Image.new("RGB", (8, 8)), [[0, 0, 4, 4]], [4], ["a", "b"])
+    with pytest.raises(ValueError, match="expected 1 labels"):
+        draw_boxes(Image.new("RGB", (8, 8)), [[0, 0, 4, 4]], [0, 1], ["a", "b"])
+
+
+# --------------------------------------------------------------------------- predict, evaluate
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A stand-in detector's checkpoint (tests/test_train.py) on a 12+6 image set at 48 px."""
+    from reference.data import SyntheticShapesConfig, ensure_synthetic_dataset
+    from reference.train import main
+
+    root = tmp_path_factory.mktemp("pictures")
+    data = ensure_synthetic_dataset(
+        SyntheticShapesConfig(image_size=48, num_train=12, num_val=6, object_size=(12, 24),
+                              objects=(1, 2)), cache_dir=root / "cache")
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        assert main(["--model", "test_train:build_standin", "--data-path", str(data),
+                     "--output-dir", str(root / "run"), "--min-size", "48", "--max-size", "48",
+                     "--batch-size", "4", "--workers", "0", "--device", "cpu", "--epochs", "1",
+                     "--no-eval"]) == 0
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    return data, root / "run"
+
+
+def _cli(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    env_path = str(REPO / "tests")
+    old = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = env_path + (os.pathsep + old if old else "")
+    try:
+        return _run(*argv, "--model", "test_train:build_standin", check=check)
+    finally:
+        os.environ["PYTHONPATH"] = old
+
+
+def test_predict_a_folder_writes_one_picture_per_image_and_coco_results(trained, tmp_path):
+    from reference.data import load_coco
+    from reference.evaluate import coco_evaluate
+
+    data, run = trained
+    ann = data / "annotations" / "instances_val2017.json"
+    out, dets = tmp_path / "pictures", tmp_path / "detections.json"
+    done = _cli("-m", "reference.predict", "--checkpoint", str(run), "--image",
+                str(data / "val2017"), "--out", str(out), "--detections", str(dets),
+                "--ann", str(ann), "--score-threshold", "0", "--device", "cpu")
+    assert sorted(p.name for p in out.iterdir()) == [f"00000{k}.png" for k in range(6)]
+    with Image.open(out / "000000.png") as im:
+        assert im.width == 512  # 48 px enlarged so the labels can be read
+    results = json.loads(dets.read_text())
+    coco = load_coco(ann)
+    by_name = {i["file_name"]: i["id"] for i in coco.dataset["images"]}
+    assert len(results) == 6  # the stand-in predicts one box per image
+    for r in results:
+        assert set(r) == {"image_id", "category_id", "bbox", "score", "file_name"}
+        assert r["image_id"] == by_name[r["file_name"]] and r["category_id"] in coco.cats
+        assert len(r["bbox"]) == 4 and r["bbox"][2] > 0 and r["bbox"][3] > 0
+    coco_evaluate(coco, results)  # the file is valid COCO results for its own annotations
+    coco.loadRes(str(dets))
+    assert "6 detections of 6 images written" in done.stdout
+
+
+def test_predict_one_image_and_bad_paths(trained, tmp_path, capsys, monkeypatch):
+    from reference import predict
+
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    data, run = trained
+    common = ["--checkpoint", str(run), "--model", "test_train:build_standin", "--device", "cpu"]
+    one = tmp_path / "one.png"
+    assert predict.main([*common, "--image", str(data / "val2017" / "000001.png"),
+                         "--out", str(one)]) == 0
+    assert one.is_file() and f"drawn into {one}" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv, message in [
+        (["--image", str(data / "val2017"), "--out", str(tmp_path / "x.png")], "must be a folder"),
+        (["--image", str(empty), "--out", str(tmp_path / "o")], "without images"),
+        (["--image", str(tmp_path / "nope.png"), "--out", str(one)], "does not exist"),
+        (["--image", str(one), "--out", str(tmp_path)], "is a folder"),
+        (["--image", str(data / "val2017"), "--out", str(tmp_path / "p"), "--detections",
+          str(tmp_path / "d.json"), "--ann", str(tmp_path / "nope.json")], "nope.json"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            predict.main([*common, *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err, message
+
+
+def test_evaluate_prints_header_and_per_class_ap_and_writes_detections(trained, tmp_path):
+    data, run = trained
+    dets = tmp_path / "detections.json"
+    done = _cli("-m", "reference.evaluate", "--checkpoint", str(run), "--out", str(dets))
+    lines = done.stdout.splitlines()
+    ann = data / "annotations" / "instances_val2017.json"
+    assert lines[0].startswith(f"checkpoint  {run} (model test_train:build_standin, epoch 1")
+    assert lines[1] == f"annotations {ann}"
+    assert lines[2].startswith(f"images      {data / 'val2017'}: 6 images, ")
+    device = "cuda" if _cuda() else "cpu"
+    assert lines[3].endswith(f"device {device}")  # the default, as train's
+    table = lines[lines.index("per category (area all, 100 detections per image):") + 1:]
+    assert table[0].split() == ["category", "id", "gts", "AP", "AP50", "AP75"]
+    assert [row.split()[0] for row in table[1:5]] == ["circle", "square", "triangle", "cross"]
+    results = json.loads(dets.read_text())
+    assert len(results) == 6 and {"image_id", "category_id", "bbox", "score"} <= set(results[0])
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()

@@ -295,7 +295,9 @@ def test_evaluate_and_predict_cli_use_the_checkpoint(tiny_data, tmp_path, capsys
                           "--json-out", str(stats_file)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("Average Precision") == 6 and printed.count("Average Recall") == 6
-    assert len(json.loads(stats_file.read_text())) == 12
+    stats = json.loads(stats_file.read_text())
+    assert len(stats) == 13 and [r["name"] for r in stats["per_category"]] == [
+        "circle", "square", "triangle", "cross"]
     image = tiny_data / "val2017" / "000000.png"
     drawn = tmp_path / "drawn.png"
     assert predict.main(["--checkpoint", str(out / "checkpoint.pth"),
@@ -303,7 +305,7 @@ def test_evaluate_and_predict_cli_use_the_checkpoint(tiny_data, tmp_path, capsys
                          "--out", str(drawn), "--score-threshold", "0"]) == 0
     from PIL import Image
     with Image.open(drawn) as im, Image.open(image) as orig:
-        assert im.size == orig.size
+        assert orig.size == (48, 48) and im.width == 512  # enlarged to --min-side 512
 
 
 def test_checkpoint_is_replaced_atomically(tmp_path):
