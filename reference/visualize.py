@@ -1,6 +1,7 @@
-"""Pictures of anchors and assignment, for people who would rather look than read.
+"""Pictures of anchors, assignment, datasets and training runs, for people who would
+rather look than read.
 
-Run ``python -m reference.visualize --help``. Two subcommands, each writes one PNG:
+Run ``python -m reference.visualize --help``. Four subcommands:
 
 ``anchors``
     The base anchors of ONE location of a RetinaNet flavour preset
@@ -16,6 +17,17 @@ Run ``python -m reference.visualize --help``. Two subcommands, each writes one P
     pos 0.5, neg 0.4, min_pos_iou 0, by default) on that flavour's anchors; ``--assigner dsl`` is RTMDet's
     :class:`reference.DynamicSoftLabelAssigner` on the points of
     :class:`reference.MlvlPointGenerator`, with seeded random logits and boxes.
+
+``dataset``
+    A dataset browser (as mmdet's ``browse_dataset``, detectron2's
+    ``visualize_data``): per image, its gts (one colour per class, readable labels
+    at any image size) and, beside it, the training transform's output for that
+    image in a given epoch and seed: the exact input ``reference.train`` feeds the
+    model. One PNG per image into ``--out-dir``.
+
+``curves``
+    A training run's curves from its ``log.jsonl`` (matplotlib): loss per component,
+    learning rate, COCO AP per epoch; what training writes as ``curves.png``.
 
 Conventions: boxes are ``xyxy`` float pixels of the image (``x`` right, ``y``
 down); a picture may be drawn enlarged by ``scale`` and with a margin of ``pad``
@@ -583,6 +595,119 @@ def load_synthetic_sample(index: int = 0, split: str = "val"):
     return picture, target["boxes"], target["labels"], dataset.class_names
 
 
+# --------------------------------------------------------------------------- dataset browser
+def _denormalise(image) -> Image.Image:
+    """A normalised ``(3, H, W)`` float tensor (``build_transforms``) back to a picture."""
+    from reference.data import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    pixels = ((image.float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy())
+
+
+def browse_sample(dataset, index: int, min_size: int, max_size: int, *, seed: int = 0,
+                  epoch: int = 0, augment: bool = True, min_side: int = 384) -> Image.Image:
+    """One dataset image as training sees it: left, the file with its gts (crowd
+    regions dashed grey); right (``augment``), the training transform's output for
+    that image in ``epoch`` of a run seeded ``seed`` (the same seed rule as
+    ``reference.data.SeededSamples``: resize to ``min_size``/``max_size``, random
+    flip), with the boxes it carries. ``dataset``: a ``CocoDetection`` without
+    transforms (its ``transforms`` are set and restored here). ``info``:
+    ``flipped`` (bool or None), ``size`` (H, W after the transform), ``boxes``.
+    """
+    from reference.data import build_transforms, sample_seed
+
+    if not 0 <= index < len(dataset):
+        raise ValueError(f"index: expected 0 <= index < {len(dataset)}, got {index}")
+    record, names = dataset.records[index], dataset.class_names
+    saved = dataset.transforms
+    try:
+        dataset.transforms = None
+        raw, target = dataset[index]  # (3, H, W) uint8
+        left = draw_boxes(Image.fromarray(raw.permute(1, 2, 0).numpy()), target["boxes"],
+                          target["labels"], names, min_side=min_side,
+                          ignore_boxes=target["ignore_boxes"],
+                          title=f"{record['file_name']}  {raw.shape[-1]}x{raw.shape[-2]}, "
+                                f"{len(target['labels'])} gts")
+        panels, info = [left], {"flipped": None, "size": tuple(raw.shape[-2:]), "boxes": None}
+        if augment:
+            dataset.transforms = build_transforms(False, min_size, max_size)
+            _, plain = dataset[index]
+            dataset.transforms = build_transforms(True, min_size, max_size)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(seed, epoch, index))
+                image, aug = dataset[index]  # (3, h, w) float, normalised
+            flipped = bool(len(aug["boxes"])) and not torch.equal(aug["boxes"], plain["boxes"])
+            h, w = image.shape[-2:]
+            right = draw_boxes(_denormalise(image), aug["boxes"], aug["labels"], names,
+                               min_side=min_side, ignore_boxes=aug["ignore_boxes"],
+                               title=f"train input, epoch {epoch} seed {seed}: {w}x{h}"
+                                     f"{', flipped' if flipped else ''}")
+            panels.append(right)
+            info = {"flipped": flipped, "size": (int(h), int(w)), "boxes": aug["boxes"]}
+    finally:
+        dataset.transforms = saved
+    gap = 12
+    sheet = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1),
+                              max(p.height for p in panels)), WHITE)
+    x = 0
+    for panel in panels:
+        sheet.paste(panel, (x, 0))
+        x += panel.width + gap
+    sheet.info.update(info, colours={**left.info["colours"]}, font_size=left.info["font_size"])
+    return sheet
+
+
+def _run_dataset(args) -> list[Path]:
+    """The ``dataset`` subcommand: one sheet per image into ``--out-dir``."""
+    from reference.data import CocoDetection, resolve_data_paths
+    from reference.train import _image_sizes
+
+    if args.num < 1:
+        raise ValueError(f"--num: expected >= 1, got {args.num}")
+    if args.ann or args.images:
+        if not (args.ann and args.images):
+            raise ValueError("--ann and --images go together (or pass --data-path)")
+        ann, images, synthetic = args.ann, args.images, False
+    else:
+        paths = resolve_data_paths(args.data_path)
+        ann = paths.train_ann if args.split == "train" else paths.val_ann
+        images = paths.train_images if args.split == "train" else paths.val_images
+        synthetic = paths.synthetic
+    # training leaves out images without a usable box, so its indices (and seeds) are these
+    dataset = CocoDetection(images, ann, skip_empty=args.split == "train")
+    if not len(dataset):
+        raise ValueError(f"{ann}: no image to show")
+    sizes = argparse.Namespace(min_size=args.min_size, max_size=args.max_size)
+    min_size, max_size, note = _image_sizes(sizes, synthetic, dataset)
+    indices = args.index if args.index else list(range(min(args.num, len(dataset))))
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {args.out_dir!r}: exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = [0] * dataset.num_classes
+    for record in dataset.records:
+        for label in record["labels"].tolist():
+            counts[label] += 1
+    print(f"{ann}: {len(dataset)} images, {sum(counts)} boxes ("
+          + ", ".join(f"{n} {c}" for n, c in zip(dataset.class_names, counts)) + ")")
+    print(note or f"train transform: shorter side {min_size}, longer at most {max_size}, "
+                  "random horizontal flip")
+    written = []
+    for index in indices:
+        sheet = browse_sample(dataset, index, min_size, max_size, seed=args.seed,
+                              epoch=args.epoch, augment=not args.no_augment)
+        stem = Path(dataset.records[index]["file_name"]).stem
+        path = out_dir / f"{index:04d}_{stem}.png"
+        sheet.save(path, format="PNG")
+        written.append(path)
+        flip = sheet.info["flipped"]
+        print(f"{path}  ({len(dataset.records[index]['labels'])} gts"
+              + ("" if flip is None else f", {'flipped' if flip else 'not flipped'}") + ")")
+    return written
+
+
 # --------------------------------------------------------------------------- curves
 def read_log(path) -> list[dict]:
     """The records of a training ``log.jsonl`` (``reference.train``), in order.
@@ -725,7 +850,8 @@ def _writable_out(path: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m reference.visualize",
-        description="Draw detection building blocks as PNG pictures (PIL only). Boxes are xyxy "
+        description="Draw detection building blocks, datasets and training curves as PNG "
+                    "pictures (PIL, matplotlib for curves). Boxes are xyxy "
                     "pixels: x1,y1 top-left, x2,y2 bottom-right, y pointing down.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
@@ -735,7 +861,11 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m reference.visualize assign --index 3 --show-ignored --out assign.png\n"
                "  python -m reference.visualize assign --gt 10,20,60,70 --gt 70,30,120,90,1 "
                "--out blank.png\n"
-               "  python -m reference.visualize assign --assigner dsl --index 3 --out dsl.png",
+               "  python -m reference.visualize assign --assigner dsl --index 3 --out dsl.png\n"
+               "  python -m reference.visualize dataset --num 8 --out-dir browse/\n"
+               "  python -m reference.visualize dataset --ann my/train.json --images my/train/ "
+               "--out-dir browse/\n"
+               "  python -m reference.visualize curves --log runs/train --out curves.png",
     )
     sub = parser.add_subparsers(dest="command", required=True,
                                 metavar="{anchors,assign,curves,dataset}")
@@ -784,6 +914,32 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scale", type=float, default=4.0, help="screen pixels per image pixel (default 4)")
     a.add_argument("--pad", type=int, default=32, help="margin around the image in image pixels (default 32)")
     a.add_argument("--out", required=True, help="PNG file to write (its folder must exist)")
+
+    b = sub.add_parser("dataset", help="browse a dataset: gts and the training augmentation",
+                       description="Write one picture per image into --out-dir: the image "
+                                   "with its ground-truth boxes (one colour per class, crowd "
+                                   "regions dashed grey) and, beside it, what the training "
+                                   "transform makes of it (resize, random flip) in --epoch of "
+                                   "a run with --seed, with the boxes it carries: the exact "
+                                   "input reference.train feeds the model. Without data flags: "
+                                   "the built-in synthetic dataset.")
+    b.add_argument("--data-path", default=None, help="COCO root (annotations/instances_"
+                   "{train,val}2017.json, train2017/, val2017/)")
+    b.add_argument("--ann", default=None, help="a COCO instances JSON (with --images)")
+    b.add_argument("--images", default=None, help="the folder of the images --ann names")
+    b.add_argument("--split", choices=("train", "val"), default="train",
+                   help="split of --data-path / the synthetic set (default train)")
+    b.add_argument("--num", type=int, default=8, help="how many images, from index 0 "
+                   "(default 8)")
+    b.add_argument("--index", type=int, action="append", default=None, metavar="I",
+                   help="show image I of the split (as training indexes it; repeatable)")
+    b.add_argument("--epoch", type=int, default=0, help="epoch whose augmentation is drawn")
+    b.add_argument("--seed", type=int, default=0, help="the run's --seed (default 0)")
+    b.add_argument("--min-size", type=int, default=None, help="as reference.train "
+                   "(default: what train picks for this data)")
+    b.add_argument("--max-size", type=int, default=None, help="as reference.train")
+    b.add_argument("--no-augment", action="store_true", help="only the gts on the file")
+    b.add_argument("--out-dir", required=True, help="folder for the pictures (created)")
 
     c = sub.add_parser("curves", help="loss, learning rate and AP curves of a training run",
                        description="Draw a training run's curves from its log.jsonl (what "
@@ -849,6 +1005,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "dataset":
+            written = _run_dataset(args)
+            print(f"wrote {len(written)} pictures into {args.out_dir}")
+            return 0
         out = _writable_out(args.out)
         if args.command == "curves":
             fig = draw_curves(read_log(args.log), title=args.title)
@@ -858,7 +1018,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         picture = _run_anchors(args) if args.command == "anchors" else _run_assign(args)
         picture.save(out, format="PNG")
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # DatasetError is a ValueError
         parser.error(str(exc))
     print(f"wrote {out} ({picture.width}x{picture.height})")
     return 0

@@ -269,3 +269,47 @@ def test_evaluate_prints_header_and_per_class_ap_and_writes_detections(trained, 
 def _cuda() -> bool:
     import torch
     return torch.cuda.is_available()
+
+
+# --------------------------------------------------------------------------- dataset browser
+def test_browser_draws_exactly_the_sample_training_gets(trained):
+    import torch
+
+    from reference.data import CocoDetection, SeededSamples, build_transforms, sample_seed
+    from reference.visualize import browse_sample, class_colour
+
+    data, _ = trained
+    ann = data / "annotations" / "instances_train2017.json"
+    plain = CocoDetection(data / "train2017", ann, skip_empty=True)
+    train_set = CocoDetection(data / "train2017", ann, skip_empty=True,
+                              transforms=build_transforms(True, 48, 48))
+    flips = set()
+    for epoch in (0, 1):
+        for index in range(len(plain)):
+            sheet = browse_sample(plain, index, 48, 48, seed=3, epoch=epoch)
+            _, target = SeededSamples(train_set)[(index, sample_seed(3, epoch, index))]
+            assert torch.equal(sheet.info["boxes"], target["boxes"]), (epoch, index)
+            flips.add(sheet.info["flipped"])
+    assert flips == {True, False}
+    assert plain.transforms is None  # left as it was
+    pixels = np.asarray(sheet)
+    for label in set(plain.records[index]["labels"].tolist()):
+        assert _has_colour(pixels, class_colour(label), at_least=100)
+    with pytest.raises(ValueError, match="index"):
+        browse_sample(plain, len(plain), 48, 48)
+
+
+def test_browser_cli_writes_one_sheet_per_image(trained, tmp_path):
+    data, _ = trained
+    out = tmp_path / "browse"
+    done = _run("-m", "reference.visualize", "dataset", "--data-path", str(data), "--num", "2",
+                "--epoch", "1", "--out-dir", str(out))
+    written = sorted(out.iterdir())
+    assert [p.name for p in written] == ["0000_000000.png", "0001_000001.png"]
+    with Image.open(written[0]) as im:  # two 384 px panels side by side, 12 px apart
+        assert im.width == 2 * 384 + 12
+    assert "12 images" in done.stdout.splitlines()[0] and "wrote 2 pictures" in done.stdout
+    from reference.visualize import main
+    with pytest.raises(SystemExit) as exc:
+        main(["dataset", "--ann", str(data / "x.json"), "--out-dir", str(out)])
+    assert exc.value.code == 2
