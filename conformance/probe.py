@@ -884,6 +884,9 @@ def probe_every_call(entry: Entry, get) -> list[Outcome]:
         try:
             call.fn(**entry.empty(call.kwargs))
             outcomes.append(Outcome(entry.name, entry.component, "*", "empty", "ok"))
+        except NotImplementedError as exc:  # an option it lacks, as in run() above
+            outcomes.append(Outcome(entry.name, entry.component, "*", "empty", "not_implemented",
+                                    str(exc)))
         except Exception as exc:  # noqa: BLE001
             outcomes.append(Outcome(entry.name, entry.component, "*", "empty", "error",
                                     f"{type(exc).__name__}: {exc}"[:200]))

@@ -25,7 +25,10 @@ stated where they happen: detectron2 takes boxes as ``Boxes`` lists per image,
 and ``find_top_rpn_proposals`` returns no level ids or anchor rows, so the
 adapter finds each returned proposal's input row by its exact (clipped box,
 logit) values. Options detectron2 has no counterpart for raise
-``NotImplementedError``. detectron2 claims only its own flavour.
+``NotImplementedError``, and so do the inputs on which torchvision's RoIAlign
+kernel under ``layers.ROIAlign`` would kill the process (the torchvision
+adapter's guard, shared in ``torchvision_kernels.py``). detectron2 claims only
+its own flavour.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ from detectron2.modeling.proposal_generator import proposal_utils as _proposal_u
 from detectron2.modeling.roi_heads import fast_rcnn as _fast_rcnn  # noqa: E402
 from detectron2.structures import Boxes as _Boxes  # noqa: E402
 from detectron2.structures import boxes as _structures_boxes  # noqa: E402
+
+from conformance.adapters.torchvision_kernels import refuse_crashing_roi_align  # noqa: E402
 
 __version__ = f"{_d2.__version__}+{UPSTREAM_COMMIT[:12]}"
 
@@ -302,7 +307,9 @@ def find_top_rpn_proposals(proposals, logits, image_size, *, nms_thresh=0.7, pre
 
 # --------------------------------------------------------------------------- RoI
 def roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
-    """``detectron2.layers.ROIAlign`` (torchvision's kernel underneath)."""
+    """``detectron2.layers.ROIAlign`` (torchvision's kernel underneath: inputs that
+    crash that kernel are refused as not implemented, see ``torchvision_kernels``)."""
+    refuse_crashing_roi_align("detectron2.layers.ROIAlign", input, output_size, spatial_scale)
     if isinstance(output_size, int):
         output_size = (output_size, output_size)
     return _layers.ROIAlign(tuple(output_size), spatial_scale, sampling_ratio,

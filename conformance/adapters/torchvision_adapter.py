@@ -21,6 +21,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator as _TVAnch
 from torchvision.models.detection.image_list import ImageList as _ImageList
 from torchvision.ops import boxes as box_ops
 
+from conformance.adapters.torchvision_kernels import refuse_crashing_roi_align
+
 __version__ = torchvision.__version__
 
 CONFORMANCE = {
@@ -254,21 +256,8 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     return torchvision.ops.batched_nms(boxes, scores, idxs, float(iou_threshold))
 
 
-def _would_crash_the_kernel(input, output_size, spatial_scale) -> bool:
-    """Inputs on which torchvision's native RoIAlign kills the process (a segfault
-    after "Exception across libtorch C API boundary"), not an exception to observe."""
-    if isinstance(input, torch.Tensor) and input.dim() != 4:
-        return True
-    if isinstance(spatial_scale, float) and not spatial_scale == spatial_scale:  # NaN
-        return True
-    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,)
-    return any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in sizes)
-
-
 def roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
-    if _would_crash_the_kernel(input, output_size, spatial_scale):
-        raise NotImplementedError("torchvision.ops.roi_align crashes the process on this input "
-                                  "(non-4-D input, a non-positive output size, NaN spatial_scale)")
+    refuse_crashing_roi_align("torchvision.ops.roi_align", input, output_size, spatial_scale)
     return torchvision.ops.roi_align(input, rois, output_size, spatial_scale=spatial_scale,
                                      sampling_ratio=sampling_ratio, aligned=aligned)
 
