@@ -1,0 +1,296 @@
+"""Measure the figures the README states, on this machine, and say which machine.
+
+    python scripts/measure_readme.py --runs 3                 # default training, 3 seeds
+    python scripts/measure_readme.py --runs 2 --suite         # + the CI test command
+    python scripts/measure_readme.py --runs 2 --update-readme # rewrite README's blocks
+
+What it measures:
+
+training   ``python -m reference.train --seed K`` (otherwise exactly the README's
+           no-argument command) for K = 0 .. runs-1 in a fresh output folder each:
+           wall time of the whole command, time in the training loop and in the
+           evaluations (from log.jsonl), final COCO bbox AP; min / median / max over
+           the runs. Seed 0 is what a user's first run gives; the spread over seeds is
+           what a user should expect. The synthetic dataset is written to the cache
+           before the first run (timed separately), as a user's first run does once.
+suite      (``--suite``) the CI test command (``pytest tests conformance
+           --impl=reference -q`` with ``CONFORMANCE_PROFILE=ci``): wall time and the
+           closing counts line.
+
+The machine: CPU model, cores usable, memory, Python/torch/torchvision versions, the
+torch threads a run used, the git commit, and the 1-minute load average sampled
+every 5 s during each run (other jobs on a shared machine slow every figure down:
+the load says how busy it was). Output: ``docs/figures.json`` and
+``docs/figures.md`` (``--out-dir``), printed too; with ``--update-readme`` the text
+between ``<!-- measured:training -->`` and ``<!-- /measured:training -->`` in README.md
+(and ``measured:suite`` with ``--suite``) is replaced by the generated sentences.
+Extra ``--train-arg`` values are appended to every training command (tests use a tiny
+stand-in; a figure measured with them is labelled so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MARKERS = {"training": ("<!-- measured:training -->", "<!-- /measured:training -->"),
+           "suite": ("<!-- measured:suite -->", "<!-- /measured:suite -->")}
+
+
+# --------------------------------------------------------------------------- machine
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True).stdout
+        return commit + ("+local changes" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    import torch
+    import torchvision
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count()
+    return {"cpu": cpu_model(), "cores": cores, "memory_gib": memory_gib(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "commit": git_commit(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_at_start": [round(v, 2) for v in os.getloadavg()]}
+
+
+class LoadSampler:
+    """The 1-minute load average every ``period`` seconds while a command runs."""
+
+    def __init__(self, period: float = 5.0) -> None:
+        self.period, self.samples = period, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.period):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        s = self.samples or [os.getloadavg()[0]]
+        return {"mean": round(statistics.fmean(s), 2), "max": round(max(s), 2)}
+
+
+# --------------------------------------------------------------------------- runs
+def _env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                     else "")
+    env.update(extra or {})
+    return env
+
+
+def _timed(cmd: list[str], env: dict, log_file: Path) -> tuple[float, int, dict]:
+    with LoadSampler() as load, open(log_file, "w") as log:
+        start = time.perf_counter()
+        code = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        seconds = time.perf_counter() - start
+    return seconds, code, load.summary()
+
+
+def prepare_dataset(train_args: list[str]) -> float | None:
+    """Write the default synthetic dataset to the cache (seconds), unless the runs
+    bring their own data."""
+    if any(a.startswith(("--data-path", "--train-ann")) for a in train_args):
+        return None
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "from reference.data import ensure_synthetic_dataset;"
+                    "ensure_synthetic_dataset()"], cwd=REPO, env=_env(), check=True)
+    return round(time.perf_counter() - start, 1)
+
+
+def training_run(seed: int, work: Path, train_args: list[str]) -> dict:
+    out = work / f"train_seed{seed}"
+    cmd = [sys.executable, "-m", "reference.train", "--seed", str(seed), "--output-dir",
+           str(out), *train_args]
+    seconds, code, load = _timed(cmd, _env(), work / f"train_seed{seed}.txt")
+    if code != 0:
+        tail = (work / f"train_seed{seed}.txt").read_text()[-2000:]
+        raise RuntimeError(f"training seed {seed} exited {code}:\n{tail}")
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    start = next(r for r in records if r["type"] == "start")
+    end = next(r for r in records if r["type"] == "end")
+    epochs = [r for r in records if r["type"] == "epoch"]
+    loop = sum(r.get("train_seconds") or 0 for r in epochs)
+    return {"seed": seed, "wall_s": round(seconds, 1), "train_loop_s": round(loop, 1),
+            "ap": end["final_ap"], "ap_per_epoch": [r["coco"]["AP"] for r in epochs
+                                                   if r.get("coco")],
+            "model": start["args"]["model"], "epochs": start["args"]["epochs"],
+            "steps": start["total_steps"], "threads": start["threads"],
+            "train_images": start["train_images"], "load_1min": load,
+            "output_dir": str(out)}
+
+
+def suite_run(work: Path) -> dict:
+    cmd = [sys.executable, "-m", "pytest", "tests", "conformance", "--impl=reference", "-q",
+           "-p", "no:cacheprovider"]
+    seconds, code, load = _timed(cmd, _env({"CONFORMANCE_PROFILE": "ci"}), work / "suite.txt")
+    text = (work / "suite.txt").read_text()
+    counts = [line.strip("= ") for line in text.splitlines()
+              if re.search(r"\d+ (passed|failed)", line)]
+    return {"wall_s": round(seconds, 1), "exit_code": code,
+            "counts": counts[-1] if counts else "no counts line", "load_1min": load}
+
+
+# --------------------------------------------------------------------------- report
+def _mmss(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def spread(values: list[float], fmt) -> str:
+    if len(values) == 1:
+        return fmt(values[0])
+    return (f"{fmt(statistics.median(values))} (min {fmt(min(values))}, max "
+            f"{fmt(max(values))}, {len(values)} runs)")
+
+
+def machine_line(m: dict) -> str:
+    omp = f", OMP_NUM_THREADS={m['OMP_NUM_THREADS']}" if m.get("OMP_NUM_THREADS") else ""
+    return (f"{m['cpu']}, {m['cores']} cores usable, {m['memory_gib']} GiB; Python "
+            f"{m['python']}, torch {m['torch']}, torchvision {m['torchvision']}{omp}; commit "
+            f"{m['commit']}, {m['date']}")
+
+
+def training_text(m: dict, runs: list[dict], custom: list[str], note: str) -> str:
+    first = runs[0]
+    loads = [r["load_1min"]["mean"] for r in runs]
+    args = " ".join(custom)
+    what = (f"`python -m reference.train{' ' + args if args else ''}` ({first['model']}, "
+            f"{first['train_images']} train images, {first['epochs']} epochs, {first['steps']} "
+            f"steps, {first['threads']} torch thread{'s' if first['threads'] != 1 else ''})")
+    text = (f"Measured with `scripts/measure_readme.py --runs {len(runs)}`: {what}, seeds "
+            f"0..{len(runs) - 1}: wall time {spread([r['wall_s'] for r in runs], _mmss)}, of "
+            f"which the training loop {spread([r['train_loop_s'] for r in runs], _mmss)}; "
+            f"final bbox AP@[.5:.95] on val "
+            f"{spread([r['ap'] for r in runs], lambda v: f'{v:.3f}')} (seed 0: "
+            f"{first['ap']:.3f}). Machine: {machine_line(m)}; 1-minute load average during "
+            f"the runs {min(loads):.1f}-{max(r['load_1min']['max'] for r in runs):.1f} "
+            f"(mean {statistics.fmean(loads):.1f}).")
+    return text + (f" {note}" if note else "")
+
+
+def suite_text(m: dict, suite: dict, note: str) -> str:
+    text = (f"Measured with `scripts/measure_readme.py --suite`: the CI test command took "
+            f"{_mmss(suite['wall_s'])} ({suite['counts']}, exit {suite['exit_code']}) on "
+            f"{machine_line(m)}; 1-minute load average {suite['load_1min']['mean']:.1f} "
+            f"(max {suite['load_1min']['max']:.1f}).")
+    return text + (f" {note}" if note else "")
+
+
+def update_readme(path: Path, blocks: dict[str, str]) -> list[str]:
+    """Replace each ``<!-- measured:NAME -->`` block's text; returns the names replaced."""
+    text, done = path.read_text(), []
+    for name, body in blocks.items():
+        start, end = MARKERS[name]
+        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+        if not pattern.search(text):
+            raise ValueError(f"{path}: no {start} ... {end} block to replace")
+        text = pattern.sub(lambda _: f"{start}\n{body}\n{end}", text, count=1)
+        done.append(name)
+    path.write_text(text)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=3, help="training runs (seeds 0..N-1); 0 skips")
+    p.add_argument("--suite", action="store_true", help="also time the CI test command")
+    p.add_argument("--train-arg", action="append", default=[], metavar="ARG",
+                   help="appended to every training command (e.g. --train-arg=--epochs=1)")
+    p.add_argument("--note", default="", help="a sentence appended to the figures "
+                   "(e.g. who else was using the machine)")
+    p.add_argument("--out-dir", default=str(REPO / "docs"), help="figures.json / figures.md")
+    p.add_argument("--work-dir", default=None, help="run folders (default: a temp folder)")
+    p.add_argument("--update-readme", action="store_true",
+                   help="rewrite README.md's measured:training / measured:suite blocks")
+    args = p.parse_args(argv)
+    if args.runs < 0:
+        p.error(f"--runs {args.runs}: expected >= 0")
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="detspec-measure-"))
+    work.mkdir(parents=True, exist_ok=True)
+    m = machine()
+    report: dict = {"machine": m, "train_args": args.train_arg, "note": args.note}
+    blocks = {}
+    if args.runs:
+        report["dataset_write_s"] = prepare_dataset(args.train_arg)
+        runs = []
+        for seed in range(args.runs):
+            runs.append(training_run(seed, work, args.train_arg))
+            print(f"training seed {seed}: {runs[-1]['wall_s']} s, AP {runs[-1]['ap']:.3f}, "
+                  f"load {runs[-1]['load_1min']}", flush=True)
+        report["training"] = runs
+        blocks["training"] = training_text(m, runs, args.train_arg, args.note)
+    if args.suite:
+        report["suite"] = suite_run(work)
+        blocks["suite"] = suite_text(m, report["suite"], args.note)
+    m["load_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "figures.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown = "\n\n".join(f"**{name}**: {body}" for name, body in blocks.items())
+    (out_dir / "figures.md").write_text(f"# Measured figures\n\n{markdown}\n")
+    print(markdown)
+    if args.update_readme and blocks:
+        print("README blocks replaced:", ", ".join(update_readme(REPO / "README.md", blocks)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
