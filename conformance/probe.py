@@ -204,6 +204,30 @@ def _matched_idxs():
     return [torch.tensor([1, 0, -1, 2, 0, 0, 1, 0]), torch.tensor([0, 0, 1, -1])]
 
 
+def _wrong_object(arg: str):
+    """Bad calls for an argument that takes one of a few stage objects."""
+    return lambda kw: [(arg, "None", {**kw, arg: None}), (arg, "a string", {**kw, arg: "mmdet"})]
+
+
+def _d2_matcher(get):
+    return get("Matcher")([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True)
+
+
+def _roi_targets_call(get):
+    return Call(get("roi_targets_single"), dict(
+        proposals=boxes(12, seed=5), gt_bboxes=boxes(3, seed=6), gt_labels=labels(3, 4),
+        assigner=get("MaxIoUAssigner")(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5),
+        sampler=get("RandomSampler")(num=8, pos_fraction=0.25), box_coder=get("DeltaXYWHBBoxCoder")(),
+        num_classes=4, append_gts=False, generator=_gen(7)))
+
+
+def _normaliser_call(name: str):
+    def build(get):
+        return Call(get(name)().__call__, dict(loss_sums=scores(6).reshape(3, 2) * 10, num_pos=[3, 0, 2],
+                                              num_neg=[5, 7, 1], batch_size_per_image=256))
+    return build
+
+
 def _levels(num_images: int, *sizes: int, seed: int = 20, make=boxes):
     """Per image, per level: (n_l, 4) priors and (n_l,) all-True flags."""
     priors = [[make(n, seed=seed + 7 * i + l) for l, n in enumerate(sizes)] for i in range(num_images)]
@@ -365,6 +389,18 @@ TABLE: list[Entry] = [
           {"weights": NUMBERS, }, dtypes=False, noncontig=False),
     Entry("BoxCoder()", "coders", _fn("BoxCoder", lambda: dict(weights=(10.0, 10.0, 5.0, 5.0), bbox_xform_clip=4.0)),
           {"weights": NUMBERS, "bbox_xform_clip": POS}, dtypes=False, noncontig=False),
+    Entry("DeltaCodec()", "coders", lambda get: Call(get("DeltaCodec"), dict(coder=get("BoxCoder")((1.0,) * 4))),
+          {}, dtypes=False, noncontig=False, extra=_wrong_object("coder")),
+    Entry("DeltaCodec.encode", "coders",
+          lambda get: Call(get("DeltaCodec")(get("Box2BoxTransform")((10.0, 10.0, 5.0, 5.0))).encode,
+                           dict(priors=boxes(6), gts=boxes(6, seed=1))),
+          {"priors": BOXES_ANY, "gts": BOXES_ANY},
+          empty=lambda kw: {"priors": kw["priors"][:0], "gts": kw["gts"][:0]}),
+    Entry("DeltaCodec.decode", "coders",
+          lambda get: Call(get("DeltaCodec")(get("DeltaXYWHBBoxCoder")()).decode,
+                           dict(priors=boxes(6), deltas=logits(6, 8))),
+          {"priors": BOXES_ANY, "deltas": DELTAS},
+          empty=lambda kw: {"priors": kw["priors"][:0], "deltas": kw["deltas"][:0]}),
     Entry("BoxCoder.encode_single", "coders",
           _method("BoxCoder", "encode_single", lambda: dict(weights=(1.0, 1.0, 1.0, 1.0)),
                   lambda: dict(reference_boxes=boxes(6, seed=1), proposals=boxes(6))),
@@ -423,6 +459,14 @@ TABLE: list[Entry] = [
           _method("TorchvisionMatcher", "__call__", lambda: dict(high_threshold=0.5, low_threshold=0.4),
                   lambda: dict(match_quality_matrix=scores(36).reshape(3, 12))),
           {"match_quality_matrix": SCORES}),
+    Entry("MatcherAssigner()", "assigners", lambda get: Call(get("MatcherAssigner"), dict(matcher=_d2_matcher(get))),
+          {}, dtypes=False, noncontig=False, extra=_wrong_object("matcher")),
+    Entry("MatcherAssigner.assign", "assigners",
+          lambda get: Call(get("MatcherAssigner")(_d2_matcher(get)).assign, _assign_inputs()),
+          {"bboxes": BOXES, "gt_bboxes": BOXES, "gt_labels": LABELS}, optional=("gt_labels",), tied=("gt_labels",),
+          extra=lambda kw: [("gt_bboxes_ignore", "ignore boxes (no matcher has them)",
+                             {**kw, "gt_bboxes_ignore": kw["gt_bboxes"][:1]})],
+          empty=lambda kw: {**kw, "gt_bboxes": kw["gt_bboxes"][:0], "gt_labels": kw["gt_labels"][:0]}),
     Entry("DynamicSoftLabelAssigner()", "assigners",
           _fn("DynamicSoftLabelAssigner", lambda: dict(soft_center_radius=3.0, topk=13, iou_weight=3.0)),
           {"soft_center_radius": NUMBER, "topk": POS_COUNT, "iou_weight": NONNEG}, dtypes=False, noncontig=False),
@@ -448,6 +492,11 @@ TABLE: list[Entry] = [
           tied=("gt_labels",)),
     Entry("PseudoSampler.sample", "samplers", lambda get: _sample_call(get, "PseudoSampler", {}),
           {"priors": BOXES_ANY, "gt_bboxes": BOXES_ANY}),
+    *[e for cls in ("Detectron2Sampler", "TorchvisionSampler") for e in (
+        Entry(f"{cls}()", "samplers", _fn(cls, lambda: dict(num=8, pos_fraction=0.5)),
+              {"num": COUNT, "pos_fraction": PROB}, dtypes=False, noncontig=False),
+        Entry(f"{cls}.sample", "samplers", lambda get, cls=cls: _sample_call(get, cls, dict(num=8, pos_fraction=0.5)),
+              {"priors": BOXES_ANY, "gt_bboxes": BOXES_ANY}))],
     Entry("subsample_labels", "samplers",
           _fn("subsample_labels", lambda: dict(labels=torch.tensor([1, 0, -1, 1, 0, 0, 2, 2]), num_samples=4,
                                                positive_fraction=0.5, bg_label=2, generator=_gen(0))),
@@ -487,6 +536,11 @@ TABLE: list[Entry] = [
           {"cls_scores": SCORES, "decoded_bboxes": BOXES, "anchor_list": TENSORS, "valid_flag_list": TENSORS,
            "gt_bboxes_list": TENSORS, "gt_labels_list": TENSORS, "img_shapes": SIZES, "num_classes": POS_COUNT},
           out_dtype=None, dtypes=False, noncontig=False),
+    Entry("roi_targets_single", "targets", _roi_targets_call,
+          {"proposals": BOXES, "gt_bboxes": BOXES, "gt_labels": LABELS, "num_classes": POS_COUNT,
+           "append_gts": BOOL}, tied=("gt_labels",), out_dtype=None, dtypes=False, noncontig=False,
+          extra=lambda kw: [*_wrong_object("assigner")(kw), *_wrong_object("sampler")(kw),
+                            *_wrong_object("box_coder")(kw)]),
     Entry("images_to_levels", "targets",
           _fn("images_to_levels", lambda: dict(targets=[logits(9), logits(9, seed=5)], num_level_anchors=[6, 3])),
           {"targets": TENSORS + "_free", "num_level_anchors": COUNTS}),
@@ -534,6 +588,11 @@ TABLE: list[Entry] = [
           _fn("torchvision_per_image_mean", lambda: dict(loss_per_image=scores(3) * 10,
                                                          num_foreground_per_image=[3, 0, 2])),
           {"loss_per_image": SCORES_ANY, "num_foreground_per_image": COUNTS}),
+    *[Entry(f"{name}.__call__", "losses", _normaliser_call(name),
+            {"loss_sums": SCORES_ANY, "num_pos": COUNTS, "num_neg": COUNTS, "batch_size_per_image": POS_COUNT},
+            optional=("num_neg", "batch_size_per_image"), dtypes=name != "EmaLossNormalizer", noncontig=False)
+      for name in ("TotalPositives", "TotalSamples", "PerImageMean", "SampledMean", "FixedBatch",
+                   "EmaLossNormalizer")],
     # ------------------------------------------------------------------ nms
     Entry("nms", "nms", _fn("nms", lambda: dict(boxes=boxes(10), scores=scores(10), iou_threshold=0.5)),
           {"boxes": BOXES, "scores": SCORES, "iou_threshold": NUMBER}, tied=("scores",),

@@ -696,3 +696,54 @@ def test_dsl_assignment_of_300_gts_never_holds_priors_by_gts_by_classes(impl, de
     assert result.gt_inds.shape == (priors.shape[0],)
     assert extra < full_cost, (
         f"peak grew by {extra / 2**20:.0f} MiB, at least one (8400, 300, 80) float32 tensor")
+
+
+# --------------------------------------------------------------------------- MatcherAssigner
+def _matcher_assigner_expected(flavour, priors, gts, gt_labels):
+    """gt_inds, max_overlaps, labels of ASG-39 from the oracles' IoU matrix and matchers."""
+    quality = oracle.iou_matrix(gts, priors)  # (G, N); proper boxes: every flavour's IoU
+    if flavour == "detectron2":
+        matches, state = oracle.detectron2_match(quality, [0.3, 0.7], [0, -1, 1], True)
+        gt_inds = np.where(state == 1, matches + 1, np.where(state == 0, 0, -1))
+    else:
+        idx = oracle.torchvision_match(quality, 0.7, 0.3, True)
+        gt_inds = np.where(idx >= 0, idx + 1, np.where(idx == -1, 0, -1))
+    labels = np.where(gt_inds > 0, gt_labels[np.maximum(gt_inds - 1, 0)], -1)
+    return gt_inds, quality.max(axis=0), labels
+
+
+def _matcher(impl, flavour):
+    if flavour == "detectron2":
+        return impl.get("Matcher")([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True)
+    return impl.get("TorchvisionMatcher")(0.7, 0.3, allow_low_quality_matches=True)
+
+
+@pytest.mark.spec("ASG-39")
+@pytest.mark.parametrize("flavour", [pytest.param("detectron2", marks=pytest.mark.flavour("detectron2")),
+                                     pytest.param("torchvision", marks=pytest.mark.flavour("torchvision"))])
+@settings(max_examples=40, deadline=None)
+@given(priors=boxes(min_size=1, max_size=12), gts=boxes(min_size=1, max_size=4), data=st.data())
+def test_matcher_assigner_reencodes_the_matcher_in_mmdet_encoding(impl, device, flavour, priors, gts,
+                                                                  data):
+    gt_labels = labels_for(data.draw, len(gts), 4)
+    result = impl.get("MatcherAssigner")(_matcher(impl, flavour)).assign(
+        tensor(priors, device), tensor(gts, device), None, tensor(gt_labels, device, torch.int64))
+    gt_inds, max_overlaps, labels = _matcher_assigner_expected(flavour, priors, gts, gt_labels)
+    assert result.num_gts == len(gts)
+    assert to_numpy(result.gt_inds).tolist() == gt_inds.tolist()
+    assert to_numpy(result.labels).tolist() == labels.tolist()
+    assert_close(to_numpy(result.max_overlaps), max_overlaps, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.spec("ASG-39")
+@pytest.mark.parametrize("flavour", [pytest.param("detectron2", marks=pytest.mark.flavour("detectron2")),
+                                     pytest.param("torchvision", marks=pytest.mark.flavour("torchvision"))])
+def test_matcher_assigner_without_gts_makes_every_prior_negative(impl, device, flavour):
+    assigner = impl.get("MatcherAssigner")(_matcher(impl, flavour))
+    priors = tensor([[0, 0, 10, 10], [5, 5, 20, 20]], device)
+    none = tensor(np.zeros((0, 4)), device)
+    result = assigner.assign(priors, none, None, tensor(np.zeros(0), device, torch.int64))
+    # no gts: every prior negative (detectron2: the lowest band's label 0; torchvision 0)
+    assert to_numpy(result.gt_inds).tolist() == [0, 0]
+    assert to_numpy(result.labels).tolist() == [-1, -1]
+    assert to_numpy(result.max_overlaps).tolist() == [0, 0]

@@ -860,3 +860,41 @@ def test_weighted_coders_multiply_the_weight_first_as_upstream_does(impl, device
         checked += 1
     if not checked:
         pytest.skip("no weighted (detectron2 or torchvision) coder implemented and claimed")
+
+
+# --------------------------------------------------------------------------- DeltaCodec
+CODEC_CODERS = {
+    # flavour: (class name, constructor kwargs, oracle encode kwargs)
+    "mmdet": ("DeltaXYWHBBoxCoder", dict(target_stds=(0.1, 0.1, 0.2, 0.2)),
+              dict(stds=(0.1, 0.1, 0.2, 0.2))),
+    "detectron2": ("Box2BoxTransform", dict(weights=(10.0, 10.0, 5.0, 5.0)),
+                   dict(weights=(10.0, 10.0, 5.0, 5.0))),
+    "torchvision": ("BoxCoder", dict(weights=(10.0, 10.0, 5.0, 5.0)),
+                    dict(weights=(10.0, 10.0, 5.0, 5.0))),
+}
+
+
+def _wrapped_decode(coder, flavour, priors, deltas):
+    if flavour == "mmdet":
+        return coder.decode(priors, deltas)
+    if flavour == "detectron2":
+        return coder.apply_deltas(deltas, priors)
+    return coder.decode_single(deltas, priors)
+
+
+@pytest.mark.spec("COD-29")
+@pytest.mark.parametrize("flavour", [pytest.param(f, marks=pytest.mark.flavour(f)) for f in CODEC_CODERS])
+@given(pair=prior_target_pairs(max_n=6, max_ratio=8.0), data=st.data())
+def test_delta_codec_puts_the_prior_first_for_every_coder(impl, device, flavour, pair, data):
+    name, kwargs, oracle_kwargs = CODEC_CODERS[flavour]
+    priors, gts = pair
+    coder = impl.get(name)(**kwargs)
+    codec = impl.get("DeltaCodec")(coder)
+    p, g = tensor(priors, device), tensor(gts, device)
+    codes = codec.encode(p, g)
+    assert_close(to_numpy(codes), oracle.delta_encode(priors, gts, **oracle_kwargs),
+                 rtol=1e-5, atol=1e-5)
+    deltas = data.draw(delta_arrays(len(priors), 2, bound=32))
+    d = tensor(deltas, device)
+    assert_close(to_numpy(codec.decode(p, d)), to_numpy(_wrapped_decode(coder, flavour, p, d)),
+                 rtol=0, atol=0)

@@ -802,3 +802,26 @@ def test_giou_loss_rejects_coordinates_beyond_the_guaranteed_range(impl, device)
     small = tensor([[0.0, 0.0, 1.0, 1.0]], device)
     raises_value_error(giou_loss, big, small, match="pred")
     raises_value_error(giou_loss, small, big, match="target")
+
+
+# --------------------------------------------------------------------------- batch normalisers
+NORMALISER_EXAMPLE = {
+    # LOSS-31's worked example: loss_sums [[2, 4], [6, 8]], num_pos [3, 0], num_neg [5, 7].
+    "TotalPositives": [8 / 4, 12 / 4],  # sum_i max(pos_i, 1) = 3 + 1
+    "TotalSamples": [8 / 16, 12 / 16],  # + sum_i max(neg_i, 1) = 5 + 7
+    "PerImageMean": [(2 / 3 + 6 / 1) / 2, (4 / 3 + 8 / 1) / 2],  # mean_i(loss_i / max(1, pos_i))
+    "SampledMean": [8 / 15, 12 / 15],  # sum_i (pos_i + neg_i) = 3 + 0 + 5 + 7
+    "FixedBatch": [8 / 512, 12 / 512],  # batch_size_per_image 256 * 2 images
+    "EmaLossNormalizer": [8 / 90.3, 12 / 90.3],  # 0.9 * 100 + 0.1 * max(3 + 0, 1)
+}
+
+
+@pytest.mark.spec("LOSS-31")
+@pytest.mark.parametrize("name", list(NORMALISER_EXAMPLE))
+def test_batch_normalisers_worked_example(impl, device, name):
+    normaliser = impl.get(name)()
+    loss_sums = tensor([[2.0, 4.0], [6.0, 8.0]], device)
+    got = normaliser(loss_sums, [3, 0], [5, 7], 256)
+    assert tuple(got.shape) == (2,)
+    assert_close(got.detach().cpu().double().numpy(), np.array(NORMALISER_EXAMPLE[name]),
+                 rtol=1e-6, atol=0)

@@ -202,6 +202,16 @@ def test_neg_pos_ub_caps_negatives(impl, device):
     assert len(_ints(no_pos.neg_inds)) == 1  # int(1.5 * max(0, 1))
 
 
+@pytest.mark.spec("SMP-5")
+def test_neg_pos_ub_worked_example_at_a_rounding_boundary(impl, device):
+    # num 16, pos_fraction 0.2: int(3.2) = 3 positives; negatives min(13, int(1.5 * 3) = 4).
+    gt_inds = [1] * 10 + [0] * 10
+    sampler = impl.get("RandomSampler")(16, 0.2, neg_pos_ub=1.5, add_gt_as_proposals=False)
+    result = sampler.sample(_assign_result(impl, device, 1, gt_inds), _priors(device, 20),
+                            _gts(device, 1), generator=_generator(0))
+    assert (len(_ints(result.pos_inds)), len(_ints(result.neg_inds))) == (3, 4)
+
+
 @pytest.mark.spec("SMP-6")
 @given(gt_inds_vectors(max_priors=40), st.integers(0, 2**16))
 def test_same_seed_same_sample_and_consistent_result(impl, device, drawn, seed):
@@ -261,3 +271,57 @@ def test_samplers_reject_bad_inputs(impl, device):
     if impl.has("subsample_labels"):
         raises_value_error(impl.get("subsample_labels"), tensor([[0, 1]], device, torch.int64),
                            4, 0.5, 0)
+
+
+# --------------------------------------------------------------------------- adapters
+def _adapter_draw(impl, device, adapter, gt_inds, num, fraction, seed):
+    num_gts = max(int(np.max(gt_inds, initial=0)), 1)
+    return impl.get(adapter)(num, fraction).sample(
+        _assign_result(impl, device, num_gts, gt_inds), _priors(device, len(gt_inds)),
+        _gts(device, num_gts), generator=_generator(seed))
+
+
+@pytest.mark.spec("SMP-11")
+@pytest.mark.flavour("detectron2")
+@given(gt_inds_vectors(max_priors=30), st.integers(0, 16), st.sampled_from([0.25, 0.5]),
+       st.integers(0, 2**16))
+def test_detectron2_sampler_draws_what_subsample_labels_draws(impl, device, drawn, num, fraction,
+                                                              seed):
+    _, gt_inds = drawn
+    result = _adapter_draw(impl, device, "Detectron2Sampler", gt_inds, num, fraction, seed)
+    labels = np.where(gt_inds > 0, 1, np.where(gt_inds == 0, 0, -1))
+    pos, neg = impl.get("subsample_labels")(tensor(labels, device, torch.int64), num, fraction, 0,
+                                            generator=_generator(seed))
+    assert _ints(result.pos_inds) == _ints(pos) and _ints(result.neg_inds) == _ints(neg)
+    assert _ints(result.pos_is_gt) == [0] * len(_ints(pos))
+    assert _ints(result.pos_assigned_gt_inds) == [int(gt_inds[i]) - 1 for i in _ints(pos)]
+    assert result.avg_factor == max(len(_ints(pos)), 1) + max(len(_ints(neg)), 1)
+
+
+@pytest.mark.spec("SMP-12")
+@pytest.mark.flavour("torchvision")
+@given(gt_inds_vectors(max_priors=30), st.integers(0, 16), st.sampled_from([0.25, 0.5]),
+       st.integers(0, 2**16))
+def test_torchvision_sampler_returns_the_balanced_masks_as_ascending_indices(impl, device, drawn,
+                                                                             num, fraction, seed):
+    _, gt_inds = drawn
+    result = _adapter_draw(impl, device, "TorchvisionSampler", gt_inds, num, fraction, seed)
+    labels = np.where(gt_inds > 0, 1, np.where(gt_inds == 0, 0, -1))
+    (p,), (n,) = impl.get("BalancedPositiveNegativeSampler")(num, fraction)(
+        [tensor(labels, device, torch.int64)], generator=_generator(seed))
+    pos, neg = np.flatnonzero(to_numpy(p)).tolist(), np.flatnonzero(to_numpy(n)).tolist()
+    assert _ints(result.pos_inds) == pos and _ints(result.neg_inds) == neg
+    assert _ints(result.pos_is_gt) == [0] * len(pos)
+    assert result.avg_factor == max(len(pos), 1) + max(len(neg), 1)
+
+
+@pytest.mark.spec("SMP-1")
+@pytest.mark.parametrize("adapter", [pytest.param("Detectron2Sampler", marks=pytest.mark.flavour("detectron2")),
+                                     pytest.param("TorchvisionSampler", marks=pytest.mark.flavour("torchvision"))])
+def test_adapter_count_formula_worked_example_at_a_rounding_boundary(impl, device, adapter):
+    # num 7, pos_fraction 0.5: int(3.5) = 3 positives, 7 - 3 = 4 negatives (10 of each there).
+    gt_inds = np.array([1] * 10 + [0] * 10 + [-1] * 3)
+    result = _adapter_draw(impl, device, adapter, gt_inds, 7, 0.5, 0)
+    pos, neg = _ints(result.pos_inds), _ints(result.neg_inds)
+    assert (len(pos), len(neg)) == (3, 4)
+    assert all(gt_inds[i] > 0 for i in pos) and all(gt_inds[i] == 0 for i in neg)

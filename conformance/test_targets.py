@@ -264,3 +264,43 @@ def test_rtmdet_targets_match_the_oracle(impl, device, data):
     assert_close(result.label_weights, label_weights, impl)
     assert_close(result.bbox_targets, bbox_targets, impl)
     assert_close(result.assign_metrics, metrics, impl)
+
+
+# --------------------------------------------------------------------------- R-CNN RoIs
+def _roi_expected(proposals, gts, gt_labels, append_gts):
+    """TGT-11 from the oracles: MaxIoU (0.5, 0.5, min_pos 0.5, no low-quality matches),
+    every positive and negative kept (PseudoSampler), OffsetCoder targets."""
+    from oracles import assignment as assign_oracle, sampling as sample_oracle
+
+    priors = np.concatenate([proposals, gts]) if append_gts else proposals
+    gt_inds, _, _ = assign_oracle.max_iou_assign(
+        assign_oracle.iou_matrix(gts, priors), 0.5, 0.5, 0.5, match_low_quality=False)
+    pos, neg = sample_oracle.pseudo_sample(gt_inds)
+    assigned = [int(gt_inds[i]) - 1 for i in pos]
+    rois = np.concatenate([priors[pos], priors[neg]]).reshape(-1, 4)
+    labels = [int(gt_labels[k]) for k in assigned] + [NUM_CLASSES] * len(neg)
+    targets = np.zeros_like(rois)
+    for r, (i, k) in enumerate(zip(pos, assigned)):
+        targets[r] = _offset(priors[i], gts[k])
+    return rois, labels, targets, len(pos)
+
+
+@pytest.mark.spec("TGT-11")
+@pytest.mark.parametrize("append_gts", [True, False])
+@settings(max_examples=40, deadline=None)
+@given(proposals=boxes(min_size=1, max_size=10, extent=40, max_wh=24),
+       gts=boxes(min_size=1, max_size=3, extent=40, max_wh=24), data=st.data())
+def test_roi_targets_single_appends_gts_assigns_samples_and_encodes(impl, device, append_gts,
+                                                                    proposals, gts, data):
+    gt_labels = labels_for(data.draw, len(gts), NUM_CLASSES)
+    out = impl.get("roi_targets_single")(
+        tensor(proposals, device), tensor(gts, device), tensor(gt_labels, device, torch.int64),
+        assigner=impl.get("MaxIoUAssigner")(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5,
+                                            match_low_quality=False),
+        sampler=impl.get("PseudoSampler")(), box_coder=OffsetCoder(), num_classes=NUM_CLASSES,
+        append_gts=append_gts)
+    rois, labels, targets, num_pos = _roi_expected(proposals, gts, gt_labels, append_gts)
+    assert out.num_pos == num_pos
+    assert_close(to_numpy(out.rois), rois, rtol=0, atol=0)
+    assert to_numpy(out.labels).tolist() == labels
+    assert_close(to_numpy(out.bbox_targets), targets, rtol=1e-6, atol=1e-6)

@@ -289,15 +289,17 @@ class _DeltaCoder:
         check.same_device(**{priors_name: priors, deltas_name: deltas})
         check.leading_shape(deltas_name, deltas, priors_name, priors)
         dtype = _result_dtype(fl.decode_dtype, priors, deltas)
-        shape = None if max_shape is None else _as_max_shape(max_shape, deltas.to(dtype))
-        means = torch.tensor(self._means, dtype=dtype, device=deltas.device)
-        stds = torch.tensor(self._stds, dtype=dtype, device=deltas.device)
+        work = check.compute_dtype(dtype)  # float16/bfloat16 computed in float32 (VAL-2)
+        shape = None if max_shape is None else _as_max_shape(max_shape, deltas.to(work))
+        means = torch.tensor(self._means, dtype=work, device=deltas.device)
+        stds = torch.tensor(self._stds, dtype=work, device=deltas.device)
         boxes = _decode_deltas(
-            priors.to(dtype), deltas.to(dtype), means, stds,
+            priors.to(work), deltas.to(work), means, stds,
             scale_clamp, clamp_below=fl.clamp_below and ctr_clamp is None, ctr_clamp=ctr_clamp,
             flavour=fl, weights=self._weights,
         )
-        return boxes if shape is None else _clip_to_image(boxes, shape)
+        boxes = boxes if shape is None else _clip_to_image(boxes, shape)
+        return boxes.to(dtype)
 
 
 class DeltaXYWHBBoxCoder(_DeltaCoder):
@@ -545,6 +547,8 @@ class DeltaCodec:
         return f"DeltaCodec({type(self.coder).__name__}, stds={self.coder._stds})"
 
     def encode(self, priors: Tensor, gts: Tensor) -> Tensor:
+        check.tensor("priors", priors, ndim=2, last=4, dtype="floating")
+        check.tensor("gts", gts, ndim=2, last=4, dtype="floating")
         c = self.coder
         if isinstance(c, DeltaXYWHBBoxCoder):
             return c.encode(priors, gts)
@@ -553,6 +557,8 @@ class DeltaCodec:
         return c.encode_single(gts, priors)
 
     def decode(self, priors: Tensor, deltas: Tensor) -> Tensor:
+        check.tensor("priors", priors, ndim=2, last=4, dtype="floating")
+        check.tensor("deltas", deltas, ndim=2, groups_of=4, dtype="floating")
         c = self.coder
         if isinstance(c, DeltaXYWHBBoxCoder):
             return c.decode(priors, deltas)

@@ -508,6 +508,27 @@ def _counts(values, name: str) -> list[int]:
             else int(c) for c in counts]
 
 
+def _batch_inputs(loss_sums, num_pos, num_neg, batch_size_per_image, need_neg: bool = False):
+    """The batch normalisers' one call shape, checked: (B, T) floating loss sums, B
+    positive counts, B negative counts (or None unless ``need_neg``), a batch size per
+    image >= 1 or None."""
+    check.tensor("loss_sums", loss_sums, ndim=2, dtype="floating")
+    num_images = int(loss_sums.shape[0])
+    num_pos = _counts(num_pos, "num_pos")
+    if len(num_pos) != num_images:
+        raise check.fail("num_pos", f"{num_images} counts (one per row of loss_sums)", num_pos)
+    if num_neg is None and need_neg:
+        raise check.fail("num_neg", "one count per image (this normaliser counts negatives)",
+                         num_neg, TypeError)
+    if num_neg is not None:
+        num_neg = _counts(num_neg, "num_neg")
+        if len(num_neg) != num_images:
+            raise check.fail("num_neg", f"{num_images} counts (one per row of loss_sums)", num_neg)
+    if batch_size_per_image is not None:
+        batch_size_per_image = check.integer("batch_size_per_image", batch_size_per_image, low=1)
+    return loss_sums, num_pos, num_neg, batch_size_per_image
+
+
 def retinanet_num_total_pos(num_pos_per_image, num_neg_per_image=None) -> int:
     """mmdet's anchor-head avg_factor, SPEC [LOSS-20].
 
@@ -576,7 +597,8 @@ class EmaLossNormalizer:
                  batch_size_per_image=None) -> torch.Tensor:
         """``loss_sums.sum(0) / update(sum(num_pos))``: one update per batch (see
         ``TotalPositives`` for the arguments)."""
-        return loss_sums.sum(dim=0) / self.update(sum(_counts(num_pos, "num_pos")))
+        loss_sums, num_pos, _, _ = _batch_inputs(loss_sums, num_pos, num_neg, batch_size_per_image)
+        return loss_sums.sum(dim=0) / self.update(sum(num_pos))
 
     def update(self, num_pos: int) -> float:
         """Fold in this batch's total positive count; returns the new normaliser."""
@@ -616,6 +638,7 @@ class TotalPositives:
     """mmdet anchor heads without sampling (RetinaNet): ``sum / retinanet_num_total_pos``."""
 
     def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
+        loss_sums, num_pos, _, _ = _batch_inputs(loss_sums, num_pos, num_neg, batch_size_per_image)
         return loss_sums.sum(dim=0) / retinanet_num_total_pos(num_pos)
 
 
@@ -624,6 +647,8 @@ class TotalSamples:
     sum_i max(neg_i, 1))`` (``retinanet_num_total_pos`` with the negatives)."""
 
     def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
+        loss_sums, num_pos, num_neg, _ = _batch_inputs(loss_sums, num_pos, num_neg,
+                                                       batch_size_per_image, need_neg=True)
         return loss_sums.sum(dim=0) / retinanet_num_total_pos(num_pos, num_neg)
 
 
@@ -631,6 +656,7 @@ class PerImageMean:
     """torchvision RetinaNet: ``torchvision_per_image_mean`` of each loss term."""
 
     def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
+        loss_sums, num_pos, _, _ = _batch_inputs(loss_sums, num_pos, num_neg, batch_size_per_image)
         return torch.stack([torch.as_tensor(torchvision_per_image_mean(loss_sums[:, k], num_pos))
                             for k in range(loss_sums.shape[1])])
 
@@ -641,8 +667,9 @@ class SampledMean:
     sampled logits, box loss ``/ sampled_inds.numel()``); at least 1."""
 
     def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
-        total = sum(_counts(num_pos, "num_pos")) + sum(_counts(num_neg, "num_neg"))
-        return loss_sums.sum(dim=0) / max(total, 1)
+        loss_sums, num_pos, num_neg, _ = _batch_inputs(loss_sums, num_pos, num_neg,
+                                                       batch_size_per_image, need_neg=True)
+        return loss_sums.sum(dim=0) / max(sum(num_pos) + sum(num_neg), 1)
 
 
 class FixedBatch:
@@ -650,5 +677,7 @@ class FixedBatch:
     whatever the number actually sampled."""
 
     def __call__(self, loss_sums, num_pos, num_neg=None, batch_size_per_image=None):
+        loss_sums, _, _, batch_size_per_image = _batch_inputs(loss_sums, num_pos, num_neg,
+                                                              batch_size_per_image)
         return loss_sums.sum(dim=0) * detectron2_rpn_normalizer(batch_size_per_image,
                                                                 int(loss_sums.shape[0]))

@@ -465,9 +465,17 @@ def roi_targets_single(proposals: torch.Tensor, gt_bboxes: torch.Tensor,
     Steps: (append gts) -> assign -> sample -> labels and ``box_coder.encode``
     of the positives towards their gts.
     """
+    check.boxes("proposals", proposals)
+    if gt_labels is None:
+        raise check.fail("gt_labels", "a (G,) integer tensor (the box head has classes)",
+                         gt_labels, TypeError)
     _check_image_inputs(proposals, torch.ones(proposals.shape[0], dtype=torch.bool,
                                               device=proposals.device),
-                        gt_bboxes, gt_labels, num_classes)
+                        gt_bboxes, gt_labels, num_classes, anchors_name="proposals")
+    check.flag("append_gts", append_gts)
+    check.provides("assigner", assigner, "assign")
+    check.provides("sampler", sampler, "sample")
+    check.provides("box_coder", box_coder, "encode")
     gt_bboxes = gt_bboxes.to(proposals.dtype)
     priors = torch.cat([proposals, gt_bboxes]) if append_gts else proposals  # (k [+ G], 4)
     assign_result = assigner.assign(priors, gt_bboxes, None, gt_labels)

@@ -205,6 +205,13 @@ def numbers(name: str, value: Any, *, length: int | None = None, low: float | No
     return out
 
 
+def provides(name: str, value: Any, *methods: str) -> Any:
+    """A stage object (assigner, sampler, coder) with the given methods."""
+    if isinstance(value, (str, bytes)) or not all(callable(getattr(value, m, None)) for m in methods):
+        raise fail(name, "an object with " + ", ".join(f"{m}()" for m in methods), value, TypeError)
+    return value
+
+
 def choice(name: str, value: Any, options: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in options:
         raise fail(name, "one of " + ", ".join(repr(o) for o in options), value)
@@ -257,6 +264,7 @@ def sequence(name: str, value: Any, *, length: int | None = None, of: str | None
     return list(value)
 
 
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
+def compute_dtype(x: torch.Tensor | torch.dtype) -> torch.dtype:
     """float32 for float16/bfloat16 (SPEC.md IOU-13: the float32 answer, rounded), else x's."""
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    dtype = x if isinstance(x, torch.dtype) else x.dtype
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
