@@ -207,7 +207,7 @@ CASES = [
             "giou": {"eps": 1e-6, "loss_weight": 2.0},
         },
         run=_rtmdet_run,
-        cross_checked="the loop-based float64 NumPy oracles of conformance/oracles/losses.py "
+        cross_checked="the loop-based float64 NumPy oracles of oracles/losses.py "
         "(mmdet's QFL steps, GIoU with eps 1e-6 clamped), avg_factor 1 + float32 eps, "
         "divided by the summed assign metrics",
         cross_check=_rtmdet_cross_check,
