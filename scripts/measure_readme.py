@@ -3,6 +3,7 @@
     python scripts/measure_readme.py --runs 3                 # default training, 3 seeds
     python scripts/measure_readme.py --runs 2 --suite         # + the CI test command
     python scripts/measure_readme.py --runs 2 --update-readme # rewrite README's blocks
+    python scripts/measure_readme.py --runs 2 --parallel --train-arg=--threads=1
 
 What it measures:
 
@@ -152,11 +153,42 @@ def prepare_dataset(train_args: list[str]) -> float | None:
     return round(time.perf_counter() - start, 1)
 
 
+def training_runs(seeds: list[int], work: Path, train_args: list[str],
+                  parallel: bool = False) -> list[dict]:
+    """One training per seed, one after the other, or all at once (``parallel``: each
+    run's wall time is then its own, measured while the others ran beside it)."""
+    if not parallel:
+        return [training_run(seed, work, train_args) for seed in seeds]
+    procs, starts, logs = {}, {}, {}
+    with LoadSampler() as load:
+        for seed in seeds:
+            logs[seed] = open(work / f"train_seed{seed}.txt", "w")
+            starts[seed] = time.perf_counter()
+            procs[seed] = subprocess.Popen(_train_cmd(seed, work, train_args), cwd=REPO,
+                                           env=_env(), stdout=logs[seed],
+                                           stderr=subprocess.STDOUT)
+        seconds = {}
+        for seed, proc in procs.items():
+            proc.wait()
+            seconds[seed] = time.perf_counter() - starts[seed]
+            logs[seed].close()
+    return [_run_result(seed, work, seconds[seed], procs[seed].returncode, load.summary())
+            for seed in seeds]
+
+
+def _train_cmd(seed: int, work: Path, train_args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "reference.train", "--seed", str(seed), "--output-dir",
+            str(work / f"train_seed{seed}"), *train_args]
+
+
 def training_run(seed: int, work: Path, train_args: list[str]) -> dict:
+    seconds, code, load = _timed(_train_cmd(seed, work, train_args), _env(),
+                                 work / f"train_seed{seed}.txt")
+    return _run_result(seed, work, seconds, code, load)
+
+
+def _run_result(seed: int, work: Path, seconds: float, code: int, load: dict) -> dict:
     out = work / f"train_seed{seed}"
-    cmd = [sys.executable, "-m", "reference.train", "--seed", str(seed), "--output-dir",
-           str(out), *train_args]
-    seconds, code, load = _timed(cmd, _env(), work / f"train_seed{seed}.txt")
     if code != 0:
         tail = (work / f"train_seed{seed}.txt").read_text()[-2000:]
         raise RuntimeError(f"training seed {seed} exited {code}:\n{tail}")
@@ -207,15 +239,17 @@ def machine_line(m: dict) -> str:
             f"{m['commit']}, {m['date']}")
 
 
-def training_text(m: dict, runs: list[dict], custom: list[str], note: str) -> str:
+def training_text(m: dict, runs: list[dict], custom: list[str], note: str,
+                  parallel: bool = False) -> str:
     first = runs[0]
     loads = [r["load_1min"]["mean"] for r in runs]
     args = " ".join(custom)
     what = (f"`python -m reference.train{' ' + args if args else ''}` ({first['model']}, "
             f"{first['train_images']} train images, {first['epochs']} epochs, {first['steps']} "
             f"steps, {first['threads']} torch thread{'s' if first['threads'] != 1 else ''})")
-    text = (f"Measured with `scripts/measure_readme.py --runs {len(runs)}`: {what}, seeds "
-            f"0..{len(runs) - 1}: wall time {spread([r['wall_s'] for r in runs], _mmss)}, of "
+    text = (f"Measured with `scripts/measure_readme.py --runs {len(runs)}"
+            f"{' --parallel' if parallel else ''}`: {what}, seeds "
+            f"0..{len(runs) - 1}{' run side by side' if parallel else ''}: wall time {spread([r['wall_s'] for r in runs], _mmss)}, of "
             f"which the training loop {spread([r['train_loop_s'] for r in runs], _mmss)}; "
             f"final bbox AP@[.5:.95] on val "
             f"{spread([r['ap'] for r in runs], lambda v: f'{v:.3f}')} (seed 0: "
@@ -251,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3, help="training runs (seeds 0..N-1); 0 skips")
+    p.add_argument("--parallel", action="store_true", help="start the training runs at "
+                   "once instead of one after the other (the figures say so)")
     p.add_argument("--suite", action="store_true", help="also time the CI test command")
     p.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                    help="appended to every training command (e.g. --train-arg=--epochs=1)")
@@ -270,13 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     blocks = {}
     if args.runs:
         report["dataset_write_s"] = prepare_dataset(args.train_arg)
-        runs = []
-        for seed in range(args.runs):
-            runs.append(training_run(seed, work, args.train_arg))
-            print(f"training seed {seed}: {runs[-1]['wall_s']} s, AP {runs[-1]['ap']:.3f}, "
-                  f"load {runs[-1]['load_1min']}", flush=True)
-        report["training"] = runs
-        blocks["training"] = training_text(m, runs, args.train_arg, args.note)
+        runs = training_runs(list(range(args.runs)), work, args.train_arg, args.parallel)
+        for r in runs:
+            print(f"training seed {r['seed']}: {r['wall_s']} s, AP {r['ap']:.3f}, "
+                  f"load {r['load_1min']}", flush=True)
+        report["training"], report["parallel"] = runs, args.parallel
+        blocks["training"] = training_text(m, runs, args.train_arg, args.note, args.parallel)
     if args.suite:
         report["suite"] = suite_run(work)
         blocks["suite"] = suite_text(m, report["suite"], args.note)

@@ -34,7 +34,7 @@ def test_two_runs_give_the_spread_the_machine_and_the_load(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(SCRIPT), "--runs", "2", *tiny, "--out-dir",
                            str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
-                           "--note", "A test."], env=env, capture_output=True, text=True,
+                           "--note", "A test.", "--parallel"], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "out" / "figures.json").read_text())
@@ -47,6 +47,7 @@ def test_two_runs_give_the_spread_the_machine_and_the_load(tmp_path):
         assert r["steps"] == 2 and r["load_1min"]["max"] >= 0
     assert report["dataset_write_s"] is None  # own data: nothing written to the cache
     text = (tmp_path / "out" / "figures.md").read_text()
+    assert "--parallel" in text and "side by side" in text and report["parallel"]
     assert "2 runs" in text and "cores usable" in text and "load average" in text
     assert f"torch {m['torch']}" in text and text.rstrip().endswith("A test.")
     assert "test_train:build_standin" in text  # a figure of a custom command says so
