@@ -1,5 +1,6 @@
 """Draw a trained detector's detections on images, and write them as COCO results.
 
+    python -m reference.predict --checkpoint runs/train --out preds/   # the val images
     python -m reference.predict --checkpoint runs/train --image a.jpg --out a.png
     python -m reference.predict --checkpoint runs/train --image my/val/ --out preds/ \\
         --detections detections.json [--ann my/val.json] [--score-threshold 0.5]
@@ -113,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "and optionally write them as a COCO results JSON.")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint .pth from training, or its run folder")
-    parser.add_argument("--image", required=True, metavar="FILE|FOLDER",
+    parser.add_argument("--image", default=None, metavar="FILE|FOLDER",
                         help="an image (any format PIL reads) or a folder of images "
-                        f"({', '.join(IMAGE_SUFFIXES)})")
+                        f"({', '.join(IMAGE_SUFFIXES)}); default: the checkpoint's "
+                        "validation images (then --ann defaults to their annotation file)")
     parser.add_argument("--out", required=True, metavar="FILE|FOLDER",
                         help="output picture for one image (e.g. out.png); for a folder of "
                         "images, a folder (created) that gets NAME.png per image")
@@ -145,11 +147,24 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    source, out = Path(args.image), Path(args.out)
-    if not source.exists():
-        parser.error(f"--image {args.image!r} does not exist")
     if args.min_side < 0:
         parser.error(f"--min-side {args.min_side}: expected >= 0")
+    if args.image is not None and not Path(args.image).exists():
+        parser.error(f"--image {args.image!r} does not exist")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        model, checkpoint = load_model_from_checkpoint(args.checkpoint, device,
+                                                       trusted_builder=args.model)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.image is None:  # the validation split the checkpoint was trained with
+        args.image = checkpoint["data"]["val_images"]
+        args.ann = args.ann or checkpoint["data"]["val_ann"]
+        if not Path(args.image).is_dir():
+            parser.error(f"the checkpoint's validation images {args.image!r} are not there; "
+                         "pass --image")
+    source, out = Path(args.image), Path(args.out)
     images = list_images(source)
     if not images:
         parser.error(f"--image {args.image!r}: a folder without images "
@@ -166,13 +181,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.detections else {}
     except (ValueError, DatasetError) as exc:
         parser.error(str(exc))
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        model, checkpoint = load_model_from_checkpoint(args.checkpoint, device,
-                                                       trusted_builder=args.model)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     data, names = checkpoint["data"], checkpoint["class_names"]
     results, drawn_total = [], 0
     for path in images:

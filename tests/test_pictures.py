@@ -233,6 +233,15 @@ def test_predict_one_image_and_bad_paths(trained, tmp_path, capsys, monkeypatch)
     assert predict.main([*common, "--image", str(data / "val2017" / "000001.png"),
                          "--out", str(one)]) == 0
     assert one.is_file() and f"drawn into {one}" in capsys.readouterr().out
+    # without --image: the checkpoint's validation images, ids from their annotation file
+    val, dets = tmp_path / "val", tmp_path / "val.json"
+    assert predict.main([*common, "--out", str(val), "--detections", str(dets)]) == 0
+    assert len(list(val.glob("*.png"))) == 6
+    ann = json.loads((data / "annotations" / "instances_val2017.json").read_text())
+    ids = {i["file_name"]: i["id"] for i in ann["images"]}
+    assert {(r["file_name"], r["image_id"]) for r in json.loads(dets.read_text())} == set(
+        ids.items())
+    capsys.readouterr()
     empty = tmp_path / "empty"
     empty.mkdir()
     for argv, message in [
