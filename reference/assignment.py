@@ -502,7 +502,7 @@ class Matcher:
             labels = torch.full((num_priors,), self.labels[0], dtype=torch.int8,
                                 device=quality.device)
             return MatchResult(matches, labels)
-        if (quality < 0).any():
+        if bool(quality.amin() < 0):  # one reduction, no boolean copy
             raise check.fail("match_quality_matrix", "values >= 0",
                              f"a minimum of {float(quality.min())}")
 

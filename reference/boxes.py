@@ -25,6 +25,9 @@ Memory: the naive pairwise computation materialises about nine (M, N) float
 tensors (mmdet's note: 512 gts x 400000 anchors need 8 GB in fp32). Here the
 (M, N) output is allocated once and filled a slice of the larger side at a time
 (``_fill_pairwise_in_chunks``), so the peak is the output plus a few MiB.
+Speed: plain IoU of many rows against boxes in spatial order (anchors) computes
+only the pairs whose boxes can intersect (``rows_meeting_blocks``): all others
+are exactly +0, which the output starts as. Same values, bit for bit.
 
 Protocol names: ``box_area``, ``box_iou`` (mmdet), ``pairwise_iou`` (detectron2),
 ``box_iou_torchvision`` (torchvision).
@@ -238,6 +241,8 @@ def _pairwise(boxes1, boxes2, ratio, flavour: IouFlavour | None = None,
             and not (torch.is_grad_enabled() and (boxes1.requires_grad or boxes2.requires_grad)))
     if fast:
         num_rows, num_cols = out.shape
+        if num_rows < num_cols and _fill_iou_of_meeting_pairs(out, boxes1, boxes2, flavour, eps):
+            return out
         if num_rows >= num_cols:  # slice the longer side
             step = max(1, _CHUNK_ELEMENTS // num_cols)
             for start in range(0, num_rows, step):
@@ -282,6 +287,107 @@ def iou_block_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, flavour:
     if flavour.zero_without_intersection:
         torch.where(inter > 0, out, out.new_zeros(()), out=out)
     return out
+
+
+def _iou_of_gathered_into(out: torch.Tensor, a: torch.Tensor, table: torch.Tensor,
+                          blocks: torch.Tensor, flavour: IouFlavour, eps: float) -> torch.Tensor:
+    """out (k, n) <- IoU of box a[j] with the n boxes of block blocks[j], for each j.
+
+    a: (k, 4) boxes; table: (5, B, n) x1, y1, x2, y2 and area of the blocked boxes;
+    blocks: (k,) int64. The float operations of ``iou_block_into`` in its order
+    (``area_a + area_b`` commutes exactly), each corner gathered just before its use
+    into one of two (k, n) buffers (out the third): 3 (k, n) tensors in all.
+    """
+    ax1, ay1, ax2, ay2 = (a[:, c:c + 1] for c in range(4))  # (k, 1) each
+    shape = (a.shape[0], table.shape[2])
+    first, second = out.new_empty(shape), out.new_empty(shape)  # (k, n) each
+
+    def gather(c: int, into: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(table[c], 0, blocks, out=into)
+
+    inter = torch.minimum(ax2, gather(2, first), out=first)
+    inter.sub_(torch.maximum(ax1, gather(0, second), out=second)).clamp_(min=0)  # width
+    height = torch.minimum(ay2, gather(3, second), out=second)
+    height.sub_(torch.maximum(ay1, gather(1, out), out=out)).clamp_(min=0)
+    inter.mul_(height)  # width * height
+    union = gather(4, second).add_((ax2 - ax1) * (ay2 - ay1)).sub_(inter)  # (a_a + a_b) - inter
+    if flavour.clamp_union_to_eps:
+        union.clamp_(min=eps)
+    torch.div(inter, union, out=out)
+    if flavour.zero_without_intersection:
+        torch.where(inter > 0, out, out.new_zeros(()), out=out)
+    return out
+
+
+# Columns of boxes2 per block of the pair culling below; measured on the RetinaNet
+# anchors with 100 random gts: 11% of the (gt, block) pairs remain at 64 columns
+# (5% of the gt-anchor pairs intersect), 21% at 256, 36% at 1310.
+_PAIR_BLOCK = 64
+
+
+def rows_meeting_blocks(a: torch.Tensor, blocks: torch.Tensor, flavour: IouFlavour) -> torch.Tensor:
+    """(B, m) bool: may box a[i] have a nonzero IoU with a box of block k? False only
+    where the IoU of a[i] with every box of blocks[k] is exactly +0.
+
+    a: (m, 4), blocks: (B, n, 4) finite xyxy boxes. A box a[i] cannot intersect any
+    box of a block when it lies left of (``a.x2 <= min x1``), right of (``a.x1 >=
+    max x2``), above or below the block's bounding box: then for every pair
+    ``min(x2) - max(x1) <= 0`` (or the same in y), so the clamped intersection is
+    +0 and the IoU is +0 (mmdet divides by union >= eps; detectron2 gives 0
+    without intersection). torchvision divides as is: there a row also stays True
+    unless ``area(a[i]) + min area(block) > 0`` (0 / 0 is NaN, 0 / negative -0).
+    """
+    # a.x2 > least x1, a.y2 > least y1, a.x1 < greatest x2, a.y1 < greatest y2, as one
+    # comparison: negation is exact, so -a.x1 > -greatest x2 says the same.
+    bounds = torch.cat([blocks[..., :2].amin(dim=1), -blocks[..., 2:].amax(dim=1)], 1)  # (B, 4)
+    corners = torch.cat([a[:, 2:], -a[:, :2]], 1)  # (m, 4): x2, y2, -x1, -y1
+    meets = (corners > bounds[:, None, :]).all(dim=2)  # (B, m)
+    if not (flavour.clamp_union_to_eps or flavour.zero_without_intersection):
+        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])  # (m,)
+        area_b = (blocks[..., 2] - blocks[..., 0]) * (blocks[..., 3] - blocks[..., 1])  # (B, n)
+        meets |= ~(area_a + area_b.amin(dim=1, keepdim=True) > 0)
+    return meets
+
+
+def _fill_iou_of_meeting_pairs(out, boxes1, boxes2, flavour: IouFlavour, eps: float) -> bool:
+    """out (M, N) <- IoU of every pair, computing only the (row, block of _PAIR_BLOCK
+    columns) pairs that ``rows_meeting_blocks`` keeps; every other value is the +0
+    the formula gives there.
+
+    The kept pairs are computed together, a bounded group at a time: their corners
+    gathered into (k, _PAIR_BLOCK) tensors, written back with one indexed copy.
+    Returns False (out untouched) where culling would not pay: few rows, or more
+    than half the pairs kept (boxes2 in no spatial order). Memory beyond out: one
+    group's three (k, _PAIR_BLOCK) tensors (3 x out.numel() / 16 elements at most)
+    and the (5, N) table of corners and areas (M >= 32: out.numel() * 5 / 32 at
+    most), so the peak stays within IOU-14's 1.5 outputs. Few groups (two for 100 x
+    182403) also means few operations, each large: what keeps a second torch thread
+    from waiting on a busy core after every small one.
+    """
+    num_rows, num_cols = out.shape
+    n = _PAIR_BLOCK
+    num_blocks = num_cols // n  # whole blocks; the tail columns are computed in full
+    if num_rows < 32 or num_blocks == 0:
+        return False
+    head = boxes2.narrow(0, 0, num_blocks * n).view(num_blocks, n, 4)  # (B, n, 4)
+    pairs = torch.nonzero(rows_meeting_blocks(boxes1, head, flavour))  # (K, 2): block, row
+    if 2 * pairs.shape[0] > num_blocks * num_rows:
+        return False
+    out.zero_()
+    x1, y1, x2, y2 = head.unbind(-1)  # (B, n) each
+    table = torch.stack([x1, y1, x2, y2, (x2 - x1) * (y2 - y1)])  # (5, B, n): + area
+    dest = out.narrow(1, 0, num_blocks * n).view(num_rows, num_blocks, n)  # (M, B, n) view
+    group = max(1, out.numel() // 16 // n)  # pairs at a time: two groups for 100 x 182403
+    for start in range(0, pairs.shape[0], group):
+        block, row = pairs[start:start + group].unbind(1)  # (k,), (k,)
+        scratch = out.new_empty((block.shape[0], n))  # (k, n)
+        dest[row, block] = _iou_of_gathered_into(scratch, boxes1.index_select(0, row), table,
+                                                 block, flavour, eps)
+    if num_cols > num_blocks * n:
+        tail = num_cols - num_blocks * n
+        iou_block_into(out.narrow(1, num_blocks * n, tail), boxes1,
+                       boxes2.narrow(0, num_blocks * n, tail), flavour, eps)
+    return True
 
 
 def _fill_pairwise_in_chunks(out, boxes1, boxes2, ratio) -> None:

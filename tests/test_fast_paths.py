@@ -117,3 +117,62 @@ def test_in_place_iou_blocks_equal_the_readable_formula(monkeypatch, flavour, pu
     for x, y in ((a, b), (b, a)):
         expected = B._overlap_of_broadcast_boxes(x[:, None, :], y[None, :, :], "iou", eps, flavour)
         assert torch.equal(public(x, y).nan_to_num(-7), expected.nan_to_num(-7))
+
+
+def _boxes_in_rows(gen, n):
+    """Boxes in raster order (row by row, as anchors are): the pair culling's case."""
+    centres = torch.stack(torch.meshgrid(torch.arange(0.0, 200, 10), torch.arange(0.0, 200, 10),
+                                         indexing="ij"), -1).reshape(-1, 2).flip(1)  # (400, 2)
+    centres = centres.repeat_interleave(3, 0)[:n]  # three boxes a location
+    half = torch.randint(1, 12, (centres.shape[0], 2), generator=gen).float()
+    return torch.cat([centres - half, centres + half], 1)  # (n, 4), integer corners
+
+
+@pytest.mark.parametrize("flavour, public", [
+    (B.MMDET_IOU, B.box_iou), (B.DETECTRON2_IOU, B.pairwise_iou),
+    (B.TORCHVISION_IOU, B.box_iou_torchvision)])
+@pytest.mark.parametrize("block", [4, 64])
+def test_culled_iou_equals_the_readable_formula_bit_for_bit(monkeypatch, flavour, public, block):
+    monkeypatch.setattr(B, "_PAIR_BLOCK", block)
+    calls = []
+    original = B._fill_iou_of_meeting_pairs
+    monkeypatch.setattr(B, "_fill_iou_of_meeting_pairs",
+                        lambda *args: calls.append(original(*args)) or calls[-1])
+    gen = torch.Generator().manual_seed(block)
+    priors = _boxes_in_rows(gen, 1195)  # a tail of 1195 % block columns
+    priors[5] = torch.tensor([3.0, 3, 3, 3])  # zero area: 0 / 0 against the gt below
+    priors[700] = torch.tensor([9.0, 9, 4, 4])  # inverted: negative area
+    gts = _boxes(gen, 40, True) * 3
+    gts[0] = torch.tensor([3.0, 3, 3, 3])  # zero area, also at the tail's priors
+    gts[1] = torch.tensor([80.0, 80, 60, 60])  # inverted
+    gts[2] = priors[10]  # exactly one prior's box: IoU 1
+    priors[-1] = gts[0]
+    eps = 1e-6 if flavour is B.MMDET_IOU else 0.0
+    expected = B._overlap_of_broadcast_boxes(gts[:, None, :], priors[None, :, :], "iou", eps,
+                                             flavour)
+    got = public(gts, priors)
+    assert calls == [True], "the culled path was not taken"
+    assert torch.equal(got.nan_to_num(-7), expected.nan_to_num(-7))
+    assert torch.equal(got.signbit(), expected.signbit())  # +0 and -0 too
+    assert 0 < (expected != 0).float().mean() < 0.5  # most pairs culled, some kept
+
+
+def test_culled_iou_stays_within_iou_14s_bound():
+    from conformance.checks import peak_extra_bytes
+
+    from golden.inputs import retinanet_anchors
+
+    anchors = retinanet_anchors()  # (182403, 4), in raster order
+    gen = torch.Generator().manual_seed(0)
+    wh = torch.rand(100, 2, generator=gen) * 300 + 16
+    xy = torch.rand(100, 2, generator=gen) * (torch.tensor([1216.0, 800]) - wh)
+    gts = torch.cat([xy, xy + wh], 1)
+    calls = []
+    original = B._fill_iou_of_meeting_pairs
+    B._fill_iou_of_meeting_pairs = lambda *args: calls.append(original(*args)) or calls[-1]
+    try:
+        extra, result = peak_extra_bytes(lambda: B.box_iou(gts, anchors), torch.device("cpu"))
+    finally:
+        B._fill_iou_of_meeting_pairs = original
+    assert calls == [True]
+    assert extra <= 1.5 * result.numel() * result.element_size()
