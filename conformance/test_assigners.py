@@ -615,6 +615,18 @@ def test_dsl_empty_cases_give_an_all_negative_result(impl, device, case):
 
 
 @pytest.mark.spec("ASG-35")
+def test_dsl_one_gt_may_hold_more_than_topk_positives(impl, device):
+    # ASG-35's example (mmdet 3.3 gives the same gt_inds): gts 1 and 2 both select the
+    # candidate at (2, 2), gt 3 the one at (4, 2); the shared one goes to its cheapest gt, 3.
+    priors = [[0.0, 0.0, 4.0, 4.0]] * 6 + [[2.0, 2.0, 4.0, 4.0], [4.0, 2.0, 4.0, 4.0]]
+    gts = [[0.0, 1.0, 1.0, 2.0], [0.0, 1.0, 1.0, 2.0], [0.0, 0.0, 7.0, 3.0]]
+    result = impl.get("DynamicSoftLabelAssigner")(topk=1).assign(
+        tensor(np.zeros((8, 3)), device), tensor([[0.0, 0.0, 1.0, 1.0]] * 8, device),
+        tensor(priors, device), tensor(gts, device), tensor([0, 0, 0], device, torch.int64))
+    assert _gt_inds(result) == [0, 0, 0, 0, 0, 0, 3, 3]
+
+
+@pytest.mark.spec("ASG-35")
 @given(dsl_problems(max_priors=14), st.sampled_from([1, 3, 13]))
 def test_dsl_positives_are_candidates_and_each_gt_has_at_most_topk(impl, device, problem, topk):
     scores, decoded, priors, gts, labels = problem
@@ -623,8 +635,7 @@ def test_dsl_positives_are_candidates_and_each_gt_has_at_most_topk(impl, device,
     candidates = np.array([any(g[0] < p[0] < g[2] and g[1] < p[1] < g[3] for g in gts)
                            for p in priors], dtype=bool)
     assert not (gt_inds[~candidates] != 0).any()
-    for g in range(len(gts)):
-        assert (gt_inds == g + 1).sum() <= topk
+    assert (gt_inds > 0).sum() <= topk * len(gts)  # one gt may hold more: see the next test
     if candidates.any() and len(gts):
         assert (gt_inds > 0).any()
     mo = to_numpy(result.max_overlaps)[gt_inds > 0]
