@@ -12,7 +12,8 @@ training   ``python -m reference.train --seed K`` (otherwise exactly the README'
            wall time of the whole command, time in the training loop and in the
            evaluations (from log.jsonl), final COCO bbox AP; min / median / max over
            the runs. Seed 0 is what a user's first run gives; the spread over seeds is
-           what a user should expect. The synthetic dataset is written to the cache
+           what a user should expect. ``--budget-min`` stops runs that a busy machine
+           makes too slow and reports how far they got. The synthetic dataset is written to the cache
            before the first run (timed separately), as a user's first run does once.
 suite      (``--suite``) the CI test command (``pytest tests conformance
            --impl=reference -q`` with ``CONFORMANCE_PROFILE=ci``): wall time and the
@@ -37,6 +38,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -154,26 +156,40 @@ def prepare_dataset(train_args: list[str]) -> float | None:
 
 
 def training_runs(seeds: list[int], work: Path, train_args: list[str],
-                  parallel: bool = False) -> list[dict]:
+                  parallel: bool = False, budget_s: float | None = None) -> list[dict]:
     """One training per seed, one after the other, or all at once (``parallel``: each
-    run's wall time is then its own, measured while the others ran beside it)."""
-    if not parallel:
-        return [training_run(seed, work, train_args) for seed in seeds]
-    procs, starts, logs = {}, {}, {}
-    with LoadSampler() as load:
-        for seed in seeds:
-            logs[seed] = open(work / f"train_seed{seed}.txt", "w")
-            starts[seed] = time.perf_counter()
-            procs[seed] = subprocess.Popen(_train_cmd(seed, work, train_args), cwd=REPO,
-                                           env=_env(), stdout=logs[seed],
-                                           stderr=subprocess.STDOUT)
-        seconds = {}
-        for seed, proc in procs.items():
-            proc.wait()
-            seconds[seed] = time.perf_counter() - starts[seed]
-            logs[seed].close()
-    return [_run_result(seed, work, seconds[seed], procs[seed].returncode, load.summary())
-            for seed in seeds]
+    run's wall time is then its own, measured while the others ran beside it).
+
+    budget_s: a run still going after this many seconds is stopped with SIGTERM (it
+    saves a checkpoint at its current step and exits); its result then says how far
+    it got (``finished`` False) instead of a final AP.
+    """
+    groups = [seeds] if parallel else [[seed] for seed in seeds]
+    results = []
+    for group in groups:
+        procs, starts, logs, stopped, seconds = {}, {}, {}, set(), {}
+        with LoadSampler() as load:
+            for seed in group:
+                logs[seed] = open(work / f"train_seed{seed}.txt", "w")
+                starts[seed] = time.perf_counter()
+                procs[seed] = subprocess.Popen(_train_cmd(seed, work, train_args), cwd=REPO,
+                                               env=_env(), stdout=logs[seed],
+                                               stderr=subprocess.STDOUT)
+            while len(seconds) < len(group):
+                for seed, proc in procs.items():
+                    if seed in seconds:
+                        continue
+                    if proc.poll() is not None:
+                        seconds[seed] = time.perf_counter() - starts[seed]
+                        logs[seed].close()
+                    elif (budget_s is not None and seed not in stopped
+                          and time.perf_counter() - starts[seed] > budget_s):
+                        proc.send_signal(signal.SIGTERM)  # train checkpoints and exits
+                        stopped.add(seed)
+                time.sleep(0.2)
+        results += [_run_result(seed, work, seconds[seed], procs[seed].returncode,
+                                load.summary(), seed in stopped) for seed in group]
+    return results
 
 
 def _train_cmd(seed: int, work: Path, train_args: list[str]) -> list[str]:
@@ -181,25 +197,25 @@ def _train_cmd(seed: int, work: Path, train_args: list[str]) -> list[str]:
             str(work / f"train_seed{seed}"), *train_args]
 
 
-def training_run(seed: int, work: Path, train_args: list[str]) -> dict:
-    seconds, code, load = _timed(_train_cmd(seed, work, train_args), _env(),
-                                 work / f"train_seed{seed}.txt")
-    return _run_result(seed, work, seconds, code, load)
-
-
-def _run_result(seed: int, work: Path, seconds: float, code: int, load: dict) -> dict:
+def _run_result(seed: int, work: Path, seconds: float, code: int, load: dict,
+                stopped: bool = False) -> dict:
     out = work / f"train_seed{seed}"
-    if code != 0:
+    if code != 0 and not stopped:
         tail = (work / f"train_seed{seed}.txt").read_text()[-2000:]
         raise RuntimeError(f"training seed {seed} exited {code}:\n{tail}")
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    start = next(r for r in records if r["type"] == "start")
-    end = next(r for r in records if r["type"] == "end")
+    log = out / "log.jsonl"  # absent when a budget stopped the run before it started
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    start = next((r for r in records if r["type"] == "start"),
+                 {"args": {"model": "?", "epochs": "?"}, "total_steps": 0, "threads": 0,
+                  "train_images": "?"})
+    end = next((r for r in records if r["type"] == "end"), None)
     epochs = [r for r in records if r["type"] == "epoch"]
+    steps = [r["step"] for r in records if r["type"] == "step"]
     loop = sum(r.get("train_seconds") or 0 for r in epochs)
-    return {"seed": seed, "wall_s": round(seconds, 1), "train_loop_s": round(loop, 1),
-            "ap": end["final_ap"], "ap_per_epoch": [r["coco"]["AP"] for r in epochs
-                                                   if r.get("coco")],
+    return {"seed": seed, "finished": end is not None, "wall_s": round(seconds, 1),
+            "train_loop_s": round(loop, 1), "ap": end["final_ap"] if end else None,
+            "ap_per_epoch": [r["coco"]["AP"] for r in epochs if r.get("coco")],
+            "steps_done": max(steps, default=0),
             "model": start["args"]["model"], "epochs": start["args"]["epochs"],
             "steps": start["total_steps"], "threads": start["threads"],
             "train_images": start["train_images"], "load_1min": load,
@@ -240,23 +256,46 @@ def machine_line(m: dict) -> str:
 
 
 def training_text(m: dict, runs: list[dict], custom: list[str], note: str,
-                  parallel: bool = False) -> str:
+                  parallel: bool = False, budget_s: float | None = None) -> str:
     first = runs[0]
     loads = [r["load_1min"]["mean"] for r in runs]
     args = " ".join(custom)
     what = (f"`python -m reference.train{' ' + args if args else ''}` ({first['model']}, "
             f"{first['train_images']} train images, {first['epochs']} epochs, {first['steps']} "
             f"steps, {first['threads']} torch thread{'s' if first['threads'] != 1 else ''})")
-    text = (f"Measured with `scripts/measure_readme.py --runs {len(runs)}"
-            f"{' --parallel' if parallel else ''}`: {what}, seeds "
-            f"0..{len(runs) - 1}{' run side by side' if parallel else ''}: wall time {spread([r['wall_s'] for r in runs], _mmss)}, of "
-            f"which the training loop {spread([r['train_loop_s'] for r in runs], _mmss)}; "
-            f"final bbox AP@[.5:.95] on val "
-            f"{spread([r['ap'] for r in runs], lambda v: f'{v:.3f}')} (seed 0: "
-            f"{first['ap']:.3f}). Machine: {machine_line(m)}; 1-minute load average during "
-            f"the runs {min(loads):.1f}-{max(r['load_1min']['max'] for r in runs):.1f} "
-            f"(mean {statistics.fmean(loads):.1f}).")
-    return text + (f" {note}" if note else "")
+    flags = (f"{' --parallel' if parallel else ''}"
+             f"{f' --budget-min {budget_s / 60:g}' if budget_s is not None else ''}")
+    head = (f"Measured with `scripts/measure_readme.py --runs {len(runs)}{flags}`: {what}, "
+            f"seeds 0..{len(runs) - 1}{' run side by side' if parallel else ''}: ")
+    done = [r for r in runs if r["finished"]]
+    if len(done) == len(runs):
+        body = (f"wall time {spread([r['wall_s'] for r in runs], _mmss)}, of which the "
+                f"training loop {spread([r['train_loop_s'] for r in runs], _mmss)}; final "
+                f"bbox AP@[.5:.95] on val {spread([r['ap'] for r in runs], lambda v: f'{v:.3f}')}"
+                f" (seed 0: {first['ap']:.3f}).")
+    else:
+        parts = []
+        for r in runs:
+            if r["finished"]:
+                parts.append(f"seed {r['seed']} finished in {_mmss(r['wall_s'])}, AP "
+                             f"{r['ap']:.3f}")
+                continue
+            if not r["steps_done"]:
+                parts.append(f"seed {r['seed']} NOT finished: stopped after "
+                             f"{_mmss(r['wall_s'])}, before its first step was logged")
+                continue
+            pace = r["wall_s"] / r["steps_done"]
+            aps = ", ".join(f"{v:.3f}" for v in r["ap_per_epoch"]) or "none yet"
+            parts.append(f"seed {r['seed']} NOT finished: stopped after {_mmss(r['wall_s'])} at "
+                         f"step {r['steps_done']} of {r['steps']} ({pace:.1f} s per step with "
+                         f"start-up and evaluations; at that pace the whole run would take "
+                         f"about {_mmss(pace * r['steps'])}), AP after each finished epoch: "
+                         f"{aps}")
+        body = "; ".join(parts) + ". No final AP was measured."
+    tail = (f" Machine: {machine_line(m)}; 1-minute load average during the runs "
+            f"{min(loads):.1f}-{max(r['load_1min']['max'] for r in runs):.1f} (mean "
+            f"{statistics.fmean(loads):.1f}).")
+    return head + body + tail + (f" {note}" if note else "")
 
 
 def suite_text(m: dict, suite: dict, note: str) -> str:
@@ -287,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="training runs (seeds 0..N-1); 0 skips")
     p.add_argument("--parallel", action="store_true", help="start the training runs at "
                    "once instead of one after the other (the figures say so)")
+    p.add_argument("--budget-min", type=float, default=None, metavar="MINUTES",
+                   help="stop a training run after this long (SIGTERM: it checkpoints); "
+                   "the figures then give its pace, steps done and AP so far, no final AP")
     p.add_argument("--suite", action="store_true", help="also time the CI test command")
     p.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                    help="appended to every training command (e.g. --train-arg=--epochs=1)")
@@ -306,12 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     blocks = {}
     if args.runs:
         report["dataset_write_s"] = prepare_dataset(args.train_arg)
-        runs = training_runs(list(range(args.runs)), work, args.train_arg, args.parallel)
+        budget = None if args.budget_min is None else args.budget_min * 60
+        runs = training_runs(list(range(args.runs)), work, args.train_arg, args.parallel,
+                             budget)
         for r in runs:
-            print(f"training seed {r['seed']}: {r['wall_s']} s, AP {r['ap']:.3f}, "
-                  f"load {r['load_1min']}", flush=True)
+            print(f"training seed {r['seed']}: {r['wall_s']} s, finished {r['finished']}, "
+                  f"step {r['steps_done']}/{r['steps']}, AP {r['ap']}, load {r['load_1min']}",
+                  flush=True)
         report["training"], report["parallel"] = runs, args.parallel
-        blocks["training"] = training_text(m, runs, args.train_arg, args.note, args.parallel)
+        blocks["training"] = training_text(m, runs, args.train_arg, args.note, args.parallel,
+                                           budget)
     if args.suite:
         report["suite"] = suite_run(work)
         blocks["suite"] = suite_text(m, report["suite"], args.note)

@@ -53,6 +53,30 @@ def test_two_runs_give_the_spread_the_machine_and_the_load(tmp_path):
     assert "test_train:build_standin" in text  # a figure of a custom command says so
 
 
+def test_a_run_over_budget_is_stopped_and_reported_as_not_finished(tmp_path):
+    from reference.data import SyntheticShapesConfig, ensure_synthetic_dataset
+
+    data = ensure_synthetic_dataset(
+        SyntheticShapesConfig(image_size=48, num_train=8, num_val=4, object_size=(12, 24),
+                              objects=(1, 2)), cache_dir=tmp_path / "cache")
+    slow = [f"--train-arg={a}" for a in (
+        "--model=test_train:build_standin", f"--data-path={data}", "--min-size=48",
+        "--max-size=48", "--batch-size=4", "--workers=0", "--device=cpu", "--epochs=50",
+        "--model-override=delay=1.0", "--no-eval")]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--runs", "1", *slow, "--budget-min",
+                           "0.2", "--out-dir", str(tmp_path / "out"), "--work-dir",
+                           str(tmp_path / "work")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = json.loads((tmp_path / "out" / "figures.json").read_text())["training"]
+    assert run["finished"] is False and run["ap"] is None and run["wall_s"] >= 12
+    assert run["steps_done"] < 100  # 50 epochs x 2 steps of >= 1 s each
+    text = (tmp_path / "out" / "figures.md").read_text()
+    assert "seed 0 NOT finished" in text and "--budget-min 0.2" in text
+    assert "No final AP was measured." in text
+
+
 def test_readme_blocks_are_replaced_and_a_missing_one_is_an_error(tmp_path):
     module = _module()
     readme = tmp_path / "README.md"
