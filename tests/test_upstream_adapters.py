@@ -138,3 +138,21 @@ def test_probe_reports_an_empty_call_refused_as_not_implemented():
     outcomes = probe_every_call(entry, getter(fake))
     empty = [o for o in outcomes if o.what == "empty"]
     assert [o.status for o in empty] == ["not_implemented"], empty
+
+
+@pytest.mark.parametrize("input_shape, size, scale", [((3, 8, 8), (2, 2), 1.0), ((1, 3, 8, 8), (-8, 2), 1.0),
+                                                      ((1, 3, 8, 8), (2, 2), float("nan"))])
+def test_mmcv_stub_roi_align_refuses_inputs_that_crash_torchvisions_kernel(input_shape, size, scale):
+    """``--impl=mmdet``'s VAL-1 probe of roi_align once segfaulted the whole run: the
+    mmcv stub passed a 3-D input (or a negative size, a NaN scale) to torchvision's
+    native RoIAlign. It now reports those calls as not implemented, as the torchvision
+    adapter does."""
+    import torch
+
+    from conformance.adapters import mmcv_ops_stub
+
+    rois = torch.tensor([[0.0, 0.0, 0.0, 4.0, 4.0]])
+    output = torch.zeros(1, 3, 2, 2)
+    with pytest.raises(NotImplementedError, match="crashes the process"):
+        mmcv_ops_stub._roi_align_forward(torch.zeros(input_shape), rois, output, None, None, size[0],
+                                         size[1], scale, 2, 1, True)

@@ -29,6 +29,8 @@ import types
 import torch
 import torchvision
 
+from conformance.adapters.torchvision_kernels import refuse_crashing_roi_align
+
 STUB_NOTE = (
     "mmcv-lite has no compiled mmcv._ext: its nms / roi_align kernels are torchvision "
     f"{torchvision.__version__}'s (conformance/adapters/mmcv_ops_stub.py); mmcv's and "
@@ -46,6 +48,8 @@ def _roi_align_forward(input, rois, output, argmax_y, argmax_x, aligned_height,
                        aligned_width, spatial_scale, sampling_ratio, pool_mode, aligned):
     if int(pool_mode) != 1:
         raise NotImplementedError("mmcv roi_align pool_mode='max' has no torchvision kernel")
+    refuse_crashing_roi_align("mmcv.ops.roi_align (torchvision's kernel behind the stub)", input,
+                              (int(aligned_height), int(aligned_width)), spatial_scale)
     out = torchvision.ops.roi_align(
         input, rois, (int(aligned_height), int(aligned_width)),
         spatial_scale=float(spatial_scale), sampling_ratio=int(sampling_ratio),
