@@ -276,6 +276,8 @@ class MaxIoUAssigner:
         check.number("pos_iou_thr", self.pos_iou_thr)
         check.number("min_pos_iou", self.min_pos_iou)
         check.number("ignore_iof_thr", self.ignore_iof_thr)
+        for flag in ("gt_max_assign_all", "ignore_wrt_candidates", "match_low_quality"):
+            check.flag(flag, getattr(self, flag))
         neg = self.neg_iou_thr
         if isinstance(neg, (tuple, list)):
             if len(neg) != 2:
@@ -489,7 +491,8 @@ class Matcher:
                 f"thresholds, got {len(labels)}")
         self.thresholds = [-math.inf] + thresholds + [math.inf]
         self.labels = labels
-        self.allow_low_quality_matches = bool(allow_low_quality_matches)
+        self.allow_low_quality_matches = check.flag("allow_low_quality_matches",
+                                                    allow_low_quality_matches)
 
     def __call__(self, match_quality_matrix: torch.Tensor) -> MatchResult:
         quality = check.tensor("match_quality_matrix", match_quality_matrix, ndim=2,
@@ -539,7 +542,8 @@ class TorchvisionMatcher:
             raise ValueError(f"low_threshold: expected <= high_threshold {high}, got {low}")
         self.high_threshold = high
         self.low_threshold = low
-        self.allow_low_quality_matches = bool(allow_low_quality_matches)
+        self.allow_low_quality_matches = check.flag("allow_low_quality_matches",
+                                                    allow_low_quality_matches)
 
     def __call__(self, match_quality_matrix: torch.Tensor) -> torch.Tensor:
         quality = check.tensor("match_quality_matrix", match_quality_matrix, ndim=2,

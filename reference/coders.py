@@ -325,8 +325,8 @@ class DeltaXYWHBBoxCoder(_DeltaCoder):
     ) -> None:
         self.means = check.numbers("target_means", target_means, length=4)
         self.stds = check.numbers("target_stds", target_stds, length=4, low=0, low_open=True)
-        self.clip_border = bool(clip_border)
-        self.add_ctr_clamp = bool(add_ctr_clamp)
+        self.clip_border = check.flag("clip_border", clip_border)
+        self.add_ctr_clamp = check.flag("add_ctr_clamp", add_ctr_clamp)
         self.ctr_clamp = check.number("ctr_clamp", ctr_clamp, low=0)
         super().__init__(self.means, self.stds, DEFAULT_SCALE_CLAMP)
 

@@ -225,6 +225,7 @@ def find_top_rpn_proposals(
     post_nms_topk = check.integer("post_nms_topk", post_nms_topk, low=0)
     nms_thresh = check.number("nms_thresh", nms_thresh)
     min_box_size = check.number("min_box_size", min_box_size)
+    training = check.flag("training", training)
     # 1. Top pre_nms_topk per level, then all levels together.
     picked, level_ids = _top_k_per_level(logits, pre_nms_topk, sort_small_levels=True)  # (n,)
     scores = torch.cat(list(logits))[picked]  # (n,)

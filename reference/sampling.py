@@ -189,6 +189,7 @@ class RandomSampler:
 
     def __post_init__(self) -> None:
         _check_fraction("num", self.num, "pos_fraction", self.pos_fraction)
+        check.flag("add_gt_as_proposals", self.add_gt_as_proposals)
 
     def sample(self, assign_result: AssignResult, priors: torch.Tensor,
                gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,
