@@ -742,8 +742,8 @@ def draw_curves(records: Sequence[dict], title: Optional[str] = None):
     """A matplotlib ``Figure`` of one training run, from its log records.
 
     Three panels: every loss component and their total per logged step; the
-    learning rate per step; COCO bbox AP, AP50 and AP75 per epoch, each point
-    labelled with its value. Dotted vertical lines mark epoch ends on the step
+    learning rate per step; COCO bbox AP, AP50 and AP75 per epoch, each AP point
+    labelled with its value (up to 6 epochs; beyond, the best and the last). Dotted vertical lines mark epoch ends on the step
     axes. The last record of a step wins (a resumed run logs no step twice, but a
     hand-joined log might). Nothing is shown on screen (Agg canvas).
     """
@@ -809,13 +809,17 @@ def draw_curves(records: Sequence[dict], title: Optional[str] = None):
             colour = [c / 255 for c in PALETTE[i]]
             ax_ap.plot(ex, ys, marker="o", color=colour, lw=2 if key == "AP" else 1.2,
                        label=label)
-            if key == "AP":  # the headline number, written at every point
-                for x, y in zip(ex, ys):
+            if key == "AP":  # the headline number: at every point, or best and last
+                marked = range(len(ys))
+                if len(ys) > 6:  # more would overlap
+                    finite = [i for i, y in enumerate(ys) if math.isfinite(y)] or [len(ys) - 1]
+                    marked = sorted({max(finite, key=lambda i: ys[i]), len(ys) - 1})
+                for x, y in ((ex[i], ys[i]) for i in marked):
                     ax_ap.annotate(f"{y:.3f}", (x, y), textcoords="offset points",
                                    xytext=(0, 7), ha="center", va="bottom", fontsize=9,
                                    color=colour, fontweight="bold")
         ax_ap.legend(loc="upper left", fontsize=9)
-        ax_ap.set_xlim(0.5, max(ex) + 0.5)
+        ax_ap.set_xlim(0.5, max(ex) + 0.8)  # room for the last value
     else:
         ax_ap.text(0.5, 0.5, "no evaluation logged\n(--no-eval, or no epoch finished)",
                    transform=ax_ap.transAxes, ha="center", va="center")

@@ -94,6 +94,19 @@ def test_curves_show_every_loss_component_lr_and_ap_values_with_axis_titles():
 
 
 @needs_matplotlib
+def test_curves_of_a_long_run_label_the_best_and_the_last_ap_only():
+    from reference.visualize import draw_curves
+
+    records = _log_records(epochs=12, steps_per_epoch=1)
+    for r in records:
+        if r["type"] == "epoch":  # best at epoch 8 (index 7), lower after
+            r["coco"]["AP"] = 0.5 - abs(r["epoch"] - 7) * 0.03
+    ax_ap = draw_curves(records).axes[2]
+    assert [t.get_text() for t in ax_ap.texts] == ["0.500", "0.380"]
+    assert [t.xy[0] for t in ax_ap.texts] == [8, 12]
+
+
+@needs_matplotlib
 def test_curves_without_evaluation_say_so_and_a_resumed_step_counts_once():
     from reference.visualize import draw_curves
 
