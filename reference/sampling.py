@@ -137,16 +137,6 @@ def _random_subset(indices: torch.Tensor, count: int,
     return indices[perm.to(indices.device)]
 
 
-def _check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise check.fail("generator", "a torch.Generator or None", generator, TypeError)
-
-
-def _check_fraction(name_num: str, num, name_frac: str, fraction) -> None:
-    check.integer(name_num, num, low=0)
-    check.number(name_frac, fraction, low=0, high=1)
-
-
 # --------------------------------------------------------------------------- mmdet
 class PseudoSampler:
     """Keeps every positive and every negative (mmdet ``PseudoSampler``, SMP-2).
@@ -188,14 +178,15 @@ class RandomSampler:
     add_gt_as_proposals: bool = True
 
     def __post_init__(self) -> None:
-        _check_fraction("num", self.num, "pos_fraction", self.pos_fraction)
+        check.integer("num", self.num, low=0)
+        check.number("pos_fraction", self.pos_fraction, low=0, high=1)
         check.flag("add_gt_as_proposals", self.add_gt_as_proposals)
 
     def sample(self, assign_result: AssignResult, priors: torch.Tensor,
                gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None) -> SamplingResult:
         _check_inputs(assign_result, priors, gt_bboxes, gt_labels)
-        _check_generator(generator)
+        check.generator("generator", generator)
         gt_flags = torch.zeros(priors.shape[0], dtype=torch.uint8, device=priors.device)
         if self.add_gt_as_proposals and gt_bboxes.shape[0] > 0:
             if assign_result.labels is not None and gt_labels is None:
@@ -229,8 +220,9 @@ def subsample_labels(labels: torch.Tensor, num_samples: int, positive_fraction: 
     if labels.dim() != 1 or labels.is_floating_point():
         raise ValueError(f"labels: expected a 1-d integer tensor, got shape "
                          f"{tuple(labels.shape)} dtype {labels.dtype}")
-    _check_fraction("num_samples", num_samples, "positive_fraction", positive_fraction)
-    _check_generator(generator)
+    check.integer("num_samples", num_samples, low=0)
+    check.number("positive_fraction", positive_fraction, low=0, high=1)
+    check.generator("generator", generator)
     bg_label = check.integer("bg_label", bg_label)
     positive = ((labels != -1) & (labels != bg_label)).nonzero().squeeze(1)
     negative = (labels == bg_label).nonzero().squeeze(1)
@@ -250,15 +242,15 @@ class BalancedPositiveNegativeSampler:
     """
 
     def __init__(self, batch_size_per_image: int, positive_fraction: float) -> None:
-        _check_fraction("batch_size_per_image", batch_size_per_image,
-                        "positive_fraction", positive_fraction)
+        check.integer("batch_size_per_image", batch_size_per_image, low=0)
+        check.number("positive_fraction", positive_fraction, low=0, high=1)
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = float(positive_fraction)
 
     def __call__(self, matched_idxs: Sequence[torch.Tensor],
                  generator: Optional[torch.Generator] = None
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        _check_generator(generator)
+        check.generator("generator", generator)
         matched_idxs = check.sequence("matched_idxs", matched_idxs, of="tensors")
         pos_masks, neg_masks = [], []
         for i, labels in enumerate(matched_idxs):  # one image at a time
@@ -298,7 +290,8 @@ class Detectron2Sampler:
     pos_fraction: float
 
     def __post_init__(self) -> None:
-        _check_fraction("num", self.num, "pos_fraction", self.pos_fraction)
+        check.integer("num", self.num, low=0)
+        check.number("pos_fraction", self.pos_fraction, low=0, high=1)
 
     def sample(self, assign_result: AssignResult, priors: torch.Tensor,
                gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,
@@ -322,7 +315,8 @@ class TorchvisionSampler:
     pos_fraction: float
 
     def __post_init__(self) -> None:
-        _check_fraction("num", self.num, "pos_fraction", self.pos_fraction)
+        check.integer("num", self.num, low=0)
+        check.number("pos_fraction", self.pos_fraction, low=0, high=1)
 
     def sample(self, assign_result: AssignResult, priors: torch.Tensor,
                gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,

@@ -215,6 +215,13 @@ def provides(name: str, value: Any, *methods: str) -> Any:
     return value
 
 
+def generator(name: str, value: Any) -> torch.Generator | None:
+    """None or a ``torch.Generator`` (the samplers' only source of randomness)."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise fail(name, "a torch.Generator or None", value, TypeError)
+    return value
+
+
 def choice(name: str, value: Any, options: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in options:
         raise fail(name, "one of " + ", ".join(repr(o) for o in options), value)

@@ -48,6 +48,7 @@ from typing import Optional, Sequence
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from reference import validate as check
 from reference.anchors import MlvlPointGenerator, anchor_inside_flags, retinanet_anchor_preset
 from reference.assignment import DynamicSoftLabelAssigner
 
@@ -95,12 +96,6 @@ def _font(size: int = 12):
     return ImageFont.truetype(path, size) if path else ImageFont.load_default(size=size)
 
 
-def _check_flavour(flavour: str) -> str:
-    if flavour not in FLAVOURS:
-        raise ValueError(f"flavour: expected one of {list(FLAVOURS)}, got {flavour!r}")
-    return flavour
-
-
 # --------------------------------------------------------------------------- parsing
 def parse_box(text: str) -> tuple[list[float], int]:
     """``"x1,y1,x2,y2[,label]"`` (pixels, xyxy) -> ``([x1, y1, x2, y2], label)``.
@@ -144,7 +139,7 @@ def base_anchor_table(flavour: str, level: int) -> list[dict]:
     ``k``: ``{"k", "box" ([x1, y1, x2, y2] float, centred near (0, 0)), "size"
     (nominal side of the ratio-1 anchor), "ratio" (h / w), "ratio_index"}``.
     """
-    preset = retinanet_anchor_preset(_check_flavour(flavour))
+    preset = retinanet_anchor_preset(check.choice("flavour", flavour, FLAVOURS))
     if not isinstance(level, int) or not 0 <= level < len(preset.strides):
         raise ValueError(f"level: expected an int in [0, {len(preset.strides) - 1}], got {level!r}")
     boxes = preset.build().base_anchors[level]  # (A, 4) float32 xyxy
@@ -200,7 +195,8 @@ def draw_base_anchors(flavour: str, levels: Optional[Sequence[int]] = None,
     ``(0, 0)`` of the base anchors. Colour = aspect ratio (h / w); the legend
     lists every anchor ``k`` as ``ratio, nominal size -> w x h`` in pixels.
     """
-    flavours = [_check_flavour(flavour)] + ([_check_flavour(compare)] if compare else [])
+    flavours = [check.choice("flavour", flavour, FLAVOURS)] + (
+        [check.choice("compare", compare, FLAVOURS)] if compare else [])
     preset = retinanet_anchor_preset(flavours[0])
     levels = list(range(len(preset.strides))) if levels is None else list(levels)
     if not levels:
@@ -333,7 +329,7 @@ def assign_retinanet(image_hw: tuple[int, int], gt_boxes, gt_labels=None, flavou
     """
     from reference.detectors.retinanet import RETINANET_FLAVOURS
 
-    preset = retinanet_anchor_preset(_check_flavour(flavour))
+    preset = retinanet_anchor_preset(check.choice("flavour", flavour, FLAVOURS))
     boxes, labels = _gt_tensors(gt_boxes, gt_labels)
     generator = preset.build()
     sizes = _featmap_sizes(image_hw, preset.strides)
@@ -960,7 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_anchors(args) -> Image.Image:
-    _check_flavour(args.flavour)
+    check.choice("flavour", args.flavour, FLAVOURS)
     levels = None if args.level is None else [args.level]
     if args.level is not None and not 0 <= args.level < 5:
         raise ValueError(f"--level: expected 0..4 (P3..P7), got {args.level}")
@@ -970,7 +966,7 @@ def _run_anchors(args) -> Image.Image:
 
 
 def _run_assign(args) -> Image.Image:
-    _check_flavour(args.flavour)
+    check.choice("flavour", args.flavour, FLAVOURS)
     if args.gt:
         parsed = [parse_box(text) for text in args.gt]
         h, w = _parse_hw(args.canvas)

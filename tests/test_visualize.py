@@ -132,7 +132,7 @@ def test_assign_synthetic_image(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["anchors", "--flavour", "caffe"], "flavour"),
-    (["anchors", "--compare", "caffe"], "flavour"),
+    (["anchors", "--compare", "caffe"], "compare"),  # names the option given
     (["anchors", "--level", "7"], "--level"),
     (["assign", "--flavour", "caffe", "--gt", "1,2,3,4"], "flavour"),
     (["assign", "--gt", "1,2,3"], "x1,y1,x2,y2"),
