@@ -29,10 +29,12 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 DEFAULT_IMPLS = ("reference", "torchvision", "mmdet", "detectron2")
@@ -53,6 +55,13 @@ def run_suite(impl: str, report: Path, pytest_args: list[str], profile: str) -> 
         data = json.loads(report.read_text(encoding="utf-8"))
         data["exit_code"] = proc.returncode
         return data
+    if proc.returncode < 0:  # killed by a signal: no report, and no error line to quote
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return {"not_run": f"the pytest process died of {name} before writing its report "
+                f"(rerun: python -X faulthandler -m pytest conformance --impl={impl})"}
     lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
     reason = next((ln for ln in lines if "ERROR" in ln or "Error" in ln), None)
     return {"not_run": (reason or (lines[-1] if lines else f"exit code {proc.returncode}"))
@@ -195,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="build the page from the JSON reports a previous run kept "
                         "with --reports DIR (one NAME.json per implementation), running "
                         "nothing")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run up to N implementations' suites at once (default 1; each "
+                        "is one pytest process)")
     parser.add_argument("--fail-on-failure", action="store_true",
                         help="exit 1 when a test failed on some implementation (one that "
                         "could not be imported is reported, not failed)")
@@ -213,13 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.reports) if args.reports else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        for impl in [] if args.from_reports else impls:
+        def run(impl: str) -> tuple[str, dict]:
             label = Path(impl).stem if impl.endswith(".py") else impl
             print(f"conformance table: running the suite on {impl} ...", flush=True)
             report = run_suite(impl, folder / f"{label}.json", args.pytest_args, args.profile)
-            reports[label] = report
             if "not_run" in report:
                 print(f"conformance table: {impl} not run: {report['not_run']}", flush=True)
+            return label, report
+
+        todo = [] if args.from_reports else impls
+        if args.jobs < 1:
+            parser.error(f"--jobs={args.jobs}: expected a positive number of processes")
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for label, report in pool.map(run, todo):  # results in the order asked
+                reports[label] = report
     page = build_table(reports, list(texts), texts, environment(args.profile))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

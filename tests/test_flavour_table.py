@@ -106,3 +106,94 @@ def test_mmdet_without_mmdet_is_one_clear_usage_error():
     message = str(info.value)
     assert "\n" not in message and message.startswith("--impl=mmdet: mmdetection 3.x")
     assert "pip install -e '.[upstream]'" in message
+
+
+# --------------------------------------------------------------------------- docs/flavours.md
+CELL_RE = r"(pass|not implemented|partial \d+/\d+|n/a|(deviation|FAIL)( \[\d+\])?)"
+
+
+def test_committed_flavour_table_is_in_the_generators_format():
+    """docs/flavours.md is ``python -m conformance table``'s output, not hand-written:
+    it opens with the generator's own preamble (compared with what build_table writes
+    for a tiny fake run), says what ran with versions, and every table row has one
+    cell per implementation from the generator's vocabulary, every footnote used."""
+    import re
+
+    from conformance.table import DEFAULT_IMPLS, ORDER
+
+    page = (REPO / "docs" / "flavours.md").read_text(encoding="utf-8")
+    fresh = build_table({"fake": _report("0.0.1", [("iou", "IOU-1", "passed", None)])},
+                        ["IOU-1"], {"IOU-1": "MUST: area"}, {"python": "3"})
+    preamble = fresh[: fresh.index("- python: 3")]
+    assert page.startswith(preamble), "docs/flavours.md does not start as the generator writes"
+    lines = page.splitlines()
+    ran = lines[lines.index("## What ran") + 1: lines.index("## Totals (tests)")]
+    for key in ("python", "torch", "torchvision", "hypothesis profile"):
+        assert any(line.startswith(f"- {key}: ") for line in ran), key
+    for name in DEFAULT_IMPLS:  # each implementation with its version, or why it did not run
+        assert any(re.match(rf"- \*\*{name}\*\*( \S.* \(flavours claimed: .*\)|: not run \(.+\))$",
+                            line) for line in ran), name
+    names = [line.split("**")[1] for line in ran if line.startswith("- **") and "not run" not in line]
+    totals = lines.index("## Totals (tests)")
+    assert lines[totals + 2] == ("| implementation | " + " | ".join(s.replace("_", " ") for s in ORDER)
+                                 + " |")
+    header = "| clause | " + " | ".join(names) + " |"
+    sections = [i for i, line in enumerate(lines) if line.startswith("## ")
+                and line not in ("## What ran", "## Totals (tests)")]
+    assert sections, "no component tables"
+    for k, start in enumerate(sections):
+        end = sections[k + 1] if k + 1 < len(sections) else len(lines)
+        assert lines[start + 2] == header, (lines[start], lines[start + 2])
+        used, notes, i = set(), set(), start + 4
+        while i < end and lines[i].startswith("| "):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", lines[i])[1:-1]]
+            assert len(cells) == len(names) + 1, lines[i]
+            assert re.match(r"([A-Z][A-Z0-9]*-[A-Za-z0-9.\-]+|-)( |$)", cells[0]), lines[i]
+            for cell in cells[1:]:
+                assert re.fullmatch(CELL_RE, cell), (lines[i], cell)
+                used.update(re.findall(r"\[(\d+)\]", cell))
+            i += 1
+        for line in lines[i:end]:  # footnotes number afresh in each component
+            m = re.match(r"\[(\d+)\] (\S+), (\S+): \S.*$", line)
+            if m:
+                assert m.group(2) in names, line
+                notes.add(m.group(1))
+        assert used == notes, (lines[start], sorted(used ^ notes))
+
+
+def test_jobs_run_implementations_at_once_and_keep_the_order_asked(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from conformance import table
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def fake_run_suite(impl, report, pytest_args, profile):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2 if impl == "a" else 0.05)  # "a" finishes last
+        with lock:
+            running[0] -= 1
+        return _report(f"{impl}-1", [("iou", "IOU-1", "passed", None)])
+
+    monkeypatch.setattr(table, "run_suite", fake_run_suite)
+    out = tmp_path / "t.md"
+    assert table.main(["--out", str(out), "--jobs", "3", "--impl", "a", "--impl", "b",
+                       "--impl", "c"]) == 0
+    assert peak[0] > 1
+    assert "| clause | a | b | c |" in out.read_text(encoding="utf-8").splitlines()
+
+
+def test_an_implementation_that_kills_the_run_is_reported_not_run_with_the_signal(tmp_path):
+    """A native crash leaves no report: the page says which signal ended the run (the
+    segfaults torchvision's RoIAlign kernel caused read as a progress line before)."""
+    from conformance.table import run_suite
+
+    crash = tmp_path / "crash.py"
+    crash.write_text("import os, signal\n"
+                     "def box_area(boxes):\n"
+                     "    os.kill(os.getpid(), signal.SIGSEGV)\n", encoding="utf-8")
+    report = run_suite(str(crash), tmp_path / "crash.json", ["-k", "box_area_matches"], "ci")
+    assert "SIGSEGV" in report["not_run"] and "--impl=" in report["not_run"], report

@@ -84,7 +84,8 @@ def _import_detectron2():
 
 _d2 = _import_detectron2()
 
-import fvcore.nn as _fvcore_nn  # noqa: E402  (detectron2 requires fvcore: after the path set-up)
+import fvcore as _fvcore  # noqa: E402  (detectron2 requires fvcore: after the path set-up)
+import fvcore.nn as _fvcore_nn  # noqa: E402
 from detectron2 import layers as _layers  # noqa: E402
 from detectron2.modeling import anchor_generator as _anchors  # noqa: E402
 from detectron2.modeling import box_regression as _box_regression  # noqa: E402
@@ -102,7 +103,7 @@ __version__ = f"{_d2.__version__}+{UPSTREAM_COMMIT[:12]}"
 
 CONFORMANCE = {
     "name": "detectron2",
-    "version": __version__,
+    "version": f"{__version__} (fvcore {getattr(_fvcore, '__version__', 'unknown')})",
     "flavours": ["detectron2"],
     "deviations": "detectron2.deviations",
 }
