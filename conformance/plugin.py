@@ -12,7 +12,10 @@ What it does, in the order a run sees it:
 4. Declared deviations (a per-implementation file of test-id prefixes with
    reasons) become expected failures, or skips with ``--skip-deviations``; a
    declared deviation that passes is reported as an unexpected pass, and a prefix
-   that matches no test is warned about.
+   that matches no test is warned about. A declared deviation that is a
+   hypothesis test runs without hypothesis' shrink phase (its first failing draw
+   decides it), and a draw raising ``NotImplementedError`` is set aside rather than
+   shrunk (``pytest_runtest_call``): shrinking those took minutes per test.
 5. At the end a per-component table (passed / failed / not implemented /
    deviations) is printed, then the same counts per tier, and
    ``--conformance-report=PATH`` writes it as JSON.
@@ -26,6 +29,7 @@ What it does, in the order a run sees it:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -36,7 +40,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from conformance.implementation import Implementation, NotImplementedInImpl, load_implementation
 
@@ -397,6 +401,57 @@ def impl(request: pytest.FixtureRequest) -> Implementation:
 def device(request: pytest.FixtureRequest) -> torch.device:
     """The device the tests put their inputs on (``--device``)."""
     return session_of(request.config).device
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Keep hypothesis from shrinking what needs no shrinking.
+
+    - A declared deviation (an expected failure) runs without the shrink phase: its
+      first failing draw already decides it. What each draw checks is unchanged.
+    - A draw on which a protocol call raises ``NotImplementedError`` is not a
+      failure to shrink: the draw is set aside, the other draws run as usual (a
+      real failure among them is reported and shrunk), and if none failed the test
+      ends with that ``NotImplementedError``, i.e. *not implemented*, as before.
+    Shrinking such tests took minutes each on mmdet (a full ``--impl=mmdet`` run
+    of over 40 minutes on 2 cores); the reference raises neither.
+    """
+    obj = getattr(item, "obj", None)
+    fn = getattr(obj, "__func__", obj)
+    current = getattr(fn, "_hypothesis_internal_use_settings", None)
+    handle = getattr(fn, "hypothesis", None)
+    if (not _is_conformance(item) or current is None or handle is None
+            or not hasattr(handle, "inner_test")):
+        yield
+        return
+    inner = handle.inner_test
+    unimplemented: list[NotImplementedError] = []
+
+    @functools.wraps(inner)  # hypothesis keys its database on the inner test's source
+    def inner_setting_aside_not_implemented(*args, **kwargs):
+        try:
+            return inner(*args, **kwargs)
+        except NotImplementedError as exc:
+            unimplemented.append(exc)
+
+    @functools.wraps(obj)
+    def test_then_not_implemented(*args, **kwargs):
+        result = obj(*args, **kwargs)
+        if unimplemented:
+            raise unimplemented[0]
+        return result
+
+    if _DEVIATION_KEY in item.stash and Phase.shrink in current.phases:
+        fn._hypothesis_internal_use_settings = settings(
+            current, phases=[p for p in current.phases if p is not Phase.shrink])
+    handle.inner_test = inner_setting_aside_not_implemented
+    item.obj = test_then_not_implemented
+    try:
+        yield
+    finally:
+        fn._hypothesis_internal_use_settings = current
+        handle.inner_test = inner
+        item.obj = obj
 
 
 # --------------------------------------------------------------------------- reporting

@@ -256,12 +256,7 @@ MIXED_PROBLEM = (np.array([[1.5, -2.0, 0.25], [-0.5, 3.0, -1.0], [2.0, -4.0, 0.5
                  np.array([1, 3, 0]), np.array([1.0, 2.0, 0.5]))
 
 
-@pytest.mark.spec("LOSS-6")
-@given(problem=class_problems(), red=reductions(),
-       gamma=st.sampled_from([0.0, 1.0, 2.0]), alpha=st.sampled_from([0.25, 0.5, -1.0]))
-@example(problem=MIXED_PROBLEM, red=("none", None), gamma=2.0, alpha=0.25)
-@example(problem=MIXED_PROBLEM, red=("mean", 3.0), gamma=2.0, alpha=0.25)
-def test_focal_loss_with_integer_labels_matches_oracle(impl, device, problem, red, gamma, alpha):
+def _focal_integer_labels_against_the_oracle(impl, device, problem, red, gamma, alpha):
     focal = impl.get("sigmoid_focal_loss")
     pred, labels, weight = problem
     reduction, avg_factor = red
@@ -272,6 +267,24 @@ def test_focal_loss_with_integer_labels_matches_oracle(impl, device, problem, re
                                            gamma, alpha)
     w = None if weight is None else np.broadcast_to(weight[:, None], pred.shape)
     assert_close(out, expected_reduce(elementwise, w, reduction, avg_factor), impl)
+
+
+@pytest.mark.spec("LOSS-6")
+@given(problem=class_problems(), red=reductions(),
+       gamma=st.sampled_from([0.0, 1.0, 2.0]), alpha=st.sampled_from([0.0, 0.25, 0.5, 1.0]))
+@example(problem=MIXED_PROBLEM, red=("none", None), gamma=2.0, alpha=0.25)
+@example(problem=MIXED_PROBLEM, red=("mean", 3.0), gamma=2.0, alpha=0.25)
+def test_focal_loss_with_integer_labels_matches_oracle(impl, device, problem, red, gamma, alpha):
+    # alpha >= 0 only: the alpha < 0 switch-off is torchvision's convention (LOSS-7).
+    _focal_integer_labels_against_the_oracle(impl, device, problem, red, gamma, alpha)
+
+
+@pytest.mark.spec("LOSS-7")
+@given(problem=class_problems(), red=reductions(), gamma=st.sampled_from([0.0, 1.0, 2.0]))
+def test_focal_loss_with_negative_alpha_has_no_alpha_factor(impl, device, problem, red, gamma):
+    # alpha = -1: the one negative value torchvision 0.29 accepts (ops/focal_loss.py
+    # raises ValueError for alpha outside [0, 1] other than -1).
+    _focal_integer_labels_against_the_oracle(impl, device, problem, red, gamma, -1.0)
 
 
 @pytest.mark.spec("LOSS-6")
@@ -527,10 +540,7 @@ def test_l1_loss_matches_oracle(impl, device, problem, red):
                  impl)
 
 
-@pytest.mark.spec("LOSS-16")
-@given(problem=regression_problems(), red=reductions(),
-       beta=st.sampled_from([0.0, 1 / 9, 0.5, 1.0, 2.0]))
-def test_smooth_l1_loss_matches_oracle(impl, device, problem, red, beta):
+def _smooth_l1_against_the_oracle(impl, device, problem, red, beta):
     smooth_l1_loss = impl.get("smooth_l1_loss")
     pred, target, weight = problem
     reduction, avg_factor = red
@@ -539,6 +549,20 @@ def test_smooth_l1_loss_matches_oracle(impl, device, problem, red, beta):
                          reduction=reduction, avg_factor=avg_factor)
     rows = oracle.smooth_l1_elementwise(pred, target, beta)
     assert_close(out, expected_reduce(rows, weight, reduction, avg_factor), impl)
+
+
+@pytest.mark.spec("LOSS-16")
+@given(problem=regression_problems(), red=reductions(),
+       beta=st.sampled_from([1 / 9, 0.5, 1.0, 2.0]))
+def test_smooth_l1_loss_matches_oracle(impl, device, problem, red, beta):
+    # beta > 0 only: beta = 0 (detectron2's plain L1) is LOSS-17's.
+    _smooth_l1_against_the_oracle(impl, device, problem, red, beta)
+
+
+@pytest.mark.spec("LOSS-17")
+@given(problem=regression_problems(), red=reductions())
+def test_smooth_l1_loss_with_beta_zero_matches_the_l1_oracle(impl, device, problem, red):
+    _smooth_l1_against_the_oracle(impl, device, problem, red, 0.0)
 
 
 @pytest.mark.spec("LOSS-16")

@@ -106,25 +106,32 @@ def test_mmdet_min_bbox_size_keeps_a_side_equal_to_it(impl, device):
     assert kept[3].tolist() == [0, 1, 2]  # min_bbox_size 0 keeps the zero-width box
 
 
+_FLAT_ROW = [[0, 0, 4, 10], [10, 0, 13.5, 10], [50, 0, 60, 10]]  # widths 4, 3.5, then 0
+
+
 @pytest.mark.spec("PROP-10")
 @pytest.mark.flavour("mmdet")
 def test_mmdet_3x_size_filter_is_strict_and_drops_border_flat_proposals(impl, device):
-    # Row 2 lies beyond the width 48: clipped to [48, 0, 48, 10], zero width. mmdet 2.11
-    # keeps w >= min_bbox_size (rpn_head.py:225), mmdet 3.3 keeps w > min_bbox_size
-    # (rpn_head.py:278), so at the configs' min_bbox_size=0 only 2.x keeps it.
-    anchors = [[0, 0, 4, 10], [10, 0, 13.5, 10], [50, 0, 60, 10]]
-    kw = dict(nms_pre=10, iou_threshold=0.7, max_per_img=10)
-    two = _mmdet_one_level(impl, device, anchors, [0.9, 0.8, 0.7], min_bbox_size=0.0,
-                           version="2.x", **kw)
-    three = _mmdet_one_level(impl, device, anchors, [0.9, 0.8, 0.7], min_bbox_size=0.0,
-                             version="3.x", **kw)
-    assert two[3].tolist() == [0, 1, 2] and three[3].tolist() == [0, 1]
+    # Row 2 lies beyond the width 48: clipped to [48, 0, 48, 10], zero width. mmdet 3.3
+    # keeps w > min_bbox_size (rpn_head.py:278): at the configs' 0 it is dropped, and
+    # min_bbox_size 3.5 drops the 3.5-wide row 1 too.
+    kw = dict(nms_pre=10, iou_threshold=0.7, max_per_img=10, version="3.x")
+    three = _mmdet_one_level(impl, device, _FLAT_ROW, [0.9, 0.8, 0.7], min_bbox_size=0.0, **kw)
+    assert three[3].tolist() == [0, 1]
+    three = _mmdet_one_level(impl, device, _FLAT_ROW, [0.9, 0.8, 0.7], min_bbox_size=3.5, **kw)
+    assert three[3].tolist() == [0]
+
+
+@pytest.mark.spec("PROP-10")
+@pytest.mark.flavour("mmdet")
+def test_mmdet_2x_size_filter_keeps_what_3x_drops(impl, device):
+    # mmdet 2.11 keeps w >= min_bbox_size (rpn_head.py:225): the flat row survives at 0.
+    kw = dict(nms_pre=10, iou_threshold=0.7, max_per_img=10, version="2.x")
+    two = _mmdet_one_level(impl, device, _FLAT_ROW, [0.9, 0.8, 0.7], min_bbox_size=0.0, **kw)
+    assert two[3].tolist() == [0, 1, 2]
     assert_close(two[0][2], np.array([48, 0, 48, 10], dtype=np.float64))
-    two = _mmdet_one_level(impl, device, anchors, [0.9, 0.8, 0.7], min_bbox_size=4.0,
-                           version="2.x", **kw)
-    three = _mmdet_one_level(impl, device, anchors, [0.9, 0.8, 0.7], min_bbox_size=3.5,
-                             version="3.x", **kw)
-    assert two[3].tolist() == [0] and three[3].tolist() == [0]
+    two = _mmdet_one_level(impl, device, _FLAT_ROW, [0.9, 0.8, 0.7], min_bbox_size=4.0, **kw)
+    assert two[3].tolist() == [0]
 
 
 @pytest.mark.spec("PROP-10")

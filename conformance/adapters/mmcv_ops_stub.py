@@ -15,6 +15,8 @@ Kernel contracts mapped (mmcv 2.1 ``mmcv/ops/csrc/pytorch/nms.cpp`` and
 - ``nms(boxes, scores, iou_threshold, offset)``: greedy NMS suppressing IoU >
   threshold, boxes ``x2 - x1 + offset`` wide; torchvision's kernel is the
   ``offset=0`` case (the only one mmdet 3.x uses).
+  mmcv's CPU kernel reads float32 only (``cpu/nms.cpp:23-27``, ``data_ptr<float>``);
+  torchvision's also takes float64, so float64 boxes run here where mmcv's would raise.
 - ``roi_align_forward(input, rois, output, argmax_y, argmax_x, aligned_height,
   aligned_width, spatial_scale, sampling_ratio, pool_mode, aligned)`` writes into
   ``output``; ``pool_mode=1`` (average, mmdet's) is torchvision's roi_align
