@@ -3,9 +3,8 @@
 mmdet is an optional dependency: ``require_mmdet()`` skips the calling test with a
 clear message when mmdet, mmengine or mmcv are not importable. mmcv-lite ships no
 compiled ``mmcv._ext``; before mmdet is imported, ``conformance.adapters.mmcv_ops_stub``
-registers one whose nms and roi_align kernels are torchvision's (the only compiled
-ops the three detectors call), when that module is present; otherwise the minimal
-stand-in below does the same.
+(the ``--impl=mmdet`` adapter's stub) registers one whose nms and roi_align kernels
+are torchvision's (the only compiled ops the three detectors call).
 
 Models are built from mmdet's own config files (``mmdet/.mim/configs``, found inside
 the installed package) with only these edits: ``num_classes``; ``init_cfg=None`` on
@@ -17,13 +16,12 @@ the per-test ``test_cfg``/``train_cfg`` edits each test states.
 from __future__ import annotations
 
 import copy
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
-import torchvision
+
+from conformance.adapters import mmcv_ops_stub
 
 CONFIGS = {
     "retinanet_r50_fpn": "retinanet/retinanet_r50_fpn_1x_coco.py",
@@ -33,62 +31,10 @@ CONFIGS = {
 
 
 # --------------------------------------------------------------------------- mmcv._ext
-def _minimal_ext() -> types.ModuleType:
-    """nms / roi_align kernels of mmcv's calling convention on torchvision's ops."""
-    ext = types.ModuleType("mmcv._ext", "stand-in: torchvision kernels for nms, roi_align")
-
-    def nms(boxes, scores, iou_threshold, offset=0):
-        if int(offset) != 0:
-            raise NotImplementedError("mmcv nms with offset=1 has no torchvision kernel")
-        return torchvision.ops.nms(boxes, scores, float(iou_threshold))
-
-    def roi_align_forward(input, rois, output, argmax_y, argmax_x, aligned_height,
-                          aligned_width, spatial_scale, sampling_ratio, pool_mode, aligned):
-        if int(pool_mode) != 1:
-            raise NotImplementedError("mmcv roi_align pool_mode='max' has no torchvision kernel")
-        output.copy_(torchvision.ops.roi_align(
-            input, rois, (int(aligned_height), int(aligned_width)), float(spatial_scale),
-            int(sampling_ratio), bool(aligned)))
-
-    def roi_align_backward(grad_output, rois, argmax_y, argmax_x, grad_input, aligned_height,
-                           aligned_width, spatial_scale, sampling_ratio, pool_mode, aligned):
-        n, c, h, w = grad_input.shape
-        grad_input.copy_(torch.ops.torchvision._roi_align_backward(
-            grad_output, rois, float(spatial_scale), int(aligned_height), int(aligned_width),
-            n, c, h, w, int(sampling_ratio), bool(aligned)))
-
-    def __getattr__(name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-
-        def missing(*args, **kwargs):
-            raise NotImplementedError(f"mmcv._ext.{name}: no compiled mmcv op under mmcv-lite")
-        return missing
-
-    ext.nms, ext.roi_align_forward, ext.roi_align_backward = nms, roi_align_forward, roi_align_backward
-    ext.__getattr__ = __getattr__
-    return ext
-
-
 def _install_ext() -> None:
-    if "mmcv._ext" in sys.modules:
-        return
-    try:
-        from conformance.adapters import mmcv_ops_stub
-    except ImportError:
-        mmcv_ops_stub = None
-    if mmcv_ops_stub is not None:
-        mmcv_ops_stub.install()
-        return
-    try:
-        import mmcv._ext  # noqa: F401  (a full mmcv: nothing to stub)
-        return
-    except ImportError:
-        pass
-    import mmcv
-    ext = _minimal_ext()
-    sys.modules["mmcv._ext"] = ext
-    mmcv._ext = ext
+    """mmcv-lite's missing ``mmcv._ext``: the adapter's stand-in (one stub for the
+    adapter and these tests, ``conformance/adapters/mmcv_ops_stub.py``)."""
+    mmcv_ops_stub.install()
 
 
 def require_mmdet():
