@@ -451,3 +451,34 @@ def test_classification_bias_starts_at_prior_probability_0_01(build, device, nam
         cls, _ = model.head_outputs(torch.zeros(1, 3, 64, 64, device=device))
     probs = torch.cat([torch.sigmoid(c).flatten() for c in cls])
     assert abs(float(probs.mean()) - 0.01) < 2e-3
+
+
+# --------------------------------------------------------------------------- dense eval size filter
+def _flat(det):
+    b = det["boxes"]
+    return (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])  # (k,) width or height <= 0
+
+
+@pytest.mark.spec("MOD-27")
+@pytest.mark.parametrize("name, default, other", [("retinanet", None, 0.0),
+                                                  ("rtmdet", 0.0, None)])
+def test_dense_eval_size_filter_follows_the_mmdet_version(build, device, name, default, other):
+    # A 40x40 image padded to 64x64: priors over the padding decode (and clip) to boxes
+    # flat against the border. mmdet 3.3 (RTMDet, and RetinaNet with min_bbox_size=0)
+    # drops them before NMS; mmdet 2.11's RetinaNet (the default) keeps them. The other
+    # detections are the same either way: a flat box never suppresses another.
+    lift = {"retinanet": dict(topk_candidates=10**6), "rtmdet": dict(nms_pre=10**6)}[name]
+    runs = {}
+    for size in (default, other):
+        model = build(name, score_thresh=0.0, max_detections=10**6, min_bbox_size=size,
+                      **lift).to(device).eval()
+        assert model.test_cfg.min_bbox_size == size
+        with torch.no_grad():
+            runs[size] = model(_seeded_images([(40, 40)], device, seed=3))[0]
+    kept, dropped = runs[None], runs[0.0]
+    assert bool(_flat(kept).any()), "no flat box: the test would prove nothing"
+    assert not bool(_flat(dropped).any())
+    proper = {k: v[~_flat(kept)] for k, v in kept.items()}
+    assert_same_detections(proper, dropped, box_atol=0.0, score_atol=0.0)
+    with pytest.raises(ValueError, match="min_bbox_size"):
+        build(name, min_bbox_size=-1.0)

@@ -80,7 +80,8 @@ for _name, (_deepen, _widen, _ch) in {"rtmdet_s": (0.33, 0.5, 128),
                     "bbox_head.anchor_generator.strides": [8, 16, 32]},
         "train": {"train_cfg.assigner.topk": 13, "bbox_head.loss_bbox.loss_weight": 2.0},
         "test": {"test_cfg.nms_pre": 30000, "test_cfg.score_thr": 0.001,
-                 "test_cfg.nms.iou_threshold": 0.65, "test_cfg.max_per_img": 300},
+                 "test_cfg.nms.iou_threshold": 0.65, "test_cfg.max_per_img": 300,
+                 "test_cfg.min_bbox_size": 0},
     }
 # SyncBN / BN without eps or momentum in the config: PyTorch's defaults.
 TORCH_BN = (1e-5, 0.1)
@@ -167,6 +168,7 @@ def test_rtmdet_norms_sizes_priors_and_test_cfg(name):
     assert model.points.offset == 0.0 and list(cfg.strides) == [8, 16, 32]
     assert model.assigner.topk == 13 and cfg.box_loss_weight == 2.0
     assert (cfg.nms_pre, cfg.score_thresh, cfg.nms_iou, cfg.max_detections) == (30000, 0.001, 0.65, 300)
+    assert cfg.min_bbox_size == up["test"]["test_cfg.min_bbox_size"] == model.test_cfg.min_bbox_size
     assert all(p.requires_grad for p in model.parameters())  # CSPNeXt frozen_stages=-1
 
 

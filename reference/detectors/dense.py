@@ -8,7 +8,11 @@
    torchvision the same);
 2. decode the kept priors' regression with the detector's ``decode`` (clipped to
    the image);
-3. all levels together: class-wise ``batched_nms`` and the best ``max_detections``.
+3. only with ``min_bbox_size`` set (mmdet 3.3): drop boxes whose width or height is
+   not above it (mmdet 3.3 ``mmdet/models/dense_heads/base_dense_head.py:476-478``,
+   ``if min_bbox_size >= 0: keep w > s and h > s``; mmdet 2.11's
+   ``anchor_head.py`` ``get_bboxes``, detectron2 and torchvision have no such step);
+4. all levels together: class-wise ``batched_nms`` and the best ``max_detections``.
 
 A new dense detector brings a head and a ``decode(priors (k, 4), reg (k, 4),
 image_size (h, w)) -> (k, 4)``; the loop stays here.
@@ -36,12 +40,22 @@ Tensor = torch.Tensor
 @dataclasses.dataclass(frozen=True)
 class DenseTestConfig:
     """The eval numbers of a dense detector: candidates need score > score_thresh,
-    at most ``topk`` per level, NMS IoU ``nms_iou``, at most ``max_detections``."""
+    at most ``topk`` per level, NMS IoU ``nms_iou``, at most ``max_detections``;
+    ``min_bbox_size`` None: no size filter (mmdet 2.11, detectron2, torchvision), a
+    number s >= 0: keep only boxes with w > s and h > s before NMS (mmdet 3.3, whose
+    configs set 0: boxes decoded or clipped flat are dropped)."""
 
     score_thresh: float
     topk: int
     nms_iou: float
     max_detections: int
+    min_bbox_size: float | None = None
+
+    def __post_init__(self) -> None:
+        s = self.min_bbox_size
+        if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float))
+                              or not s >= 0 or s == float("inf")):
+            raise ValueError(f"min_bbox_size={s!r}: expected None or a finite number >= 0")
 
 
 @torch.no_grad()
@@ -74,6 +88,10 @@ def dense_detect(priors: Sequence[Tensor], cls_maps: Sequence[Tensor], reg_maps:
             scores_all.append(scores)
             labels_all.append(labels)
         boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
+        if test_cfg.min_bbox_size is not None:  # mmdet 3.3: w > s and h > s, after clipping
+            s = test_cfg.min_bbox_size
+            big = ((boxes[:, 2] - boxes[:, 0]) > s) & ((boxes[:, 3] - boxes[:, 1]) > s)  # (k,)
+            boxes, scores, labels = boxes[big], scores[big], labels[big]
         keep = batched_nms(boxes, scores, labels, test_cfg.nms_iou)[: test_cfg.max_detections]
         results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
     return results

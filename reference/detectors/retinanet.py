@@ -75,6 +75,9 @@ class RetinaNetFlavour:
         EMA of the batch's positives, 0.9, start 100), ``PerImageMean`` (torchvision:
         mean_i(sum_i / max(1, pos_i))); one instance per model.
     score_thresh, topk_candidates, nms_iou, max_detections: inference.
+    min_bbox_size: the eval size filter, None in all three (mmdet 2.11's RetinaNet,
+        ``anchor_head.py`` ``get_bboxes``, has none; ``RetinaNetConfig.min_bbox_size
+        = 0.0`` gives mmdet 3.3's, ``base_dense_head.py:476-478``).
     size_divisibility: batch padding multiple.
     """
 
@@ -90,6 +93,7 @@ class RetinaNetFlavour:
     nms_iou: float = 0.5
     max_detections: int = 100
     size_divisibility: int = 32
+    min_bbox_size: float | None = None
 
 
 RETINANET_FLAVOURS = {
@@ -117,6 +121,10 @@ class RetinaNetConfig:
 
     Defaults are the upstream R50-FPN configuration (mmdet flavour).
     backbone_norm / frozen_stages: see ``ResNetBackbone``.
+    min_bbox_size: the eval size filter. None (default): none, as mmdet 2.11 (the
+        version the mmdet flavour's RetinaNet follows), detectron2 and torchvision;
+        0.0: mmdet 3.3's ``test_cfg.min_bbox_size=0`` (drop boxes with w <= 0 or h <= 0,
+        ``mmdet/models/dense_heads/base_dense_head.py:476-478``).
     """
 
     num_classes: int = 80
@@ -134,6 +142,7 @@ class RetinaNetConfig:
     topk_candidates: int | None = None
     nms_iou: float | None = None
     max_detections: int | None = None
+    min_bbox_size: float | None = None
 
 
 # --------------------------------------------------------------------------- model
@@ -160,7 +169,8 @@ class RetinaNet(nn.Module):
         self.num_classes = num_classes
         self.normaliser = flavour.normaliser()  # one per model (detectron2's EMA has state)
         self.test_cfg = DenseTestConfig(flavour.score_thresh, flavour.topk_candidates,
-                                        flavour.nms_iou, flavour.max_detections)
+                                        flavour.nms_iou, flavour.max_detections,
+                                        flavour.min_bbox_size)
 
     # ---------------------------------------------------------------- forward
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
@@ -225,7 +235,8 @@ def build_retinanet(cfg: RetinaNetConfig) -> RetinaNet:
     if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
         raise ValueError(f"num_classes={cfg.num_classes!r}: expected a positive int")
     overrides = {k: getattr(cfg, k) for k in ("score_thresh", "topk_candidates", "nms_iou",
-                                               "max_detections") if getattr(cfg, k) is not None}
+                                               "max_detections", "min_bbox_size")
+                 if getattr(cfg, k) is not None}
     flavour = dataclasses.replace(RETINANET_FLAVOURS[cfg.flavour], **overrides)
     backbone = ResNetBackbone(cfg.backbone_depth, out_stages=(3, 4, 5),
                               frozen_stages=cfg.frozen_stages, norm=cfg.backbone_norm)

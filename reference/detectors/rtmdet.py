@@ -18,7 +18,8 @@ One image's path (shapes for a (B, 3, 640, 640) batch, tiny config, C classes):
    ``rtmdet_avg_factor`` of all metrics (cls) and of the positives' metrics (box).
 7. Inference (``dense.dense_detect``): per level, sigmoid scores above
    ``score_thresh``, top ``nms_pre`` (point, class) pairs, boxes clipped to the
-   image; class-wise NMS (IoU 0.65) and the best ``max_detections`` (300).
+   image; boxes of width or height <= 0 dropped (mmdet 3.3, ``min_bbox_size=0``);
+   class-wise NMS (IoU 0.65) and the best ``max_detections`` (300).
 
 Norms: mmdet 3.3's RTMDet configs set ``norm_cfg=dict(type='SyncBN')`` in backbone,
 neck and head, i.e. PyTorch's defaults eps 1e-5, momentum 0.1 (the modules'
@@ -61,6 +62,9 @@ class RTMDetConfig:
     norm_eps / norm_momentum / sync_bn: every BatchNorm of backbone, neck and head;
         the configs' ``SyncBN`` (eps 1e-5, momentum 0.1). ``sync_bn`` is exposed as
         ``model.sync_bn_under_ddp`` for trainers that convert to SyncBatchNorm.
+    min_bbox_size: the eval size filter of mmdet 3.3 (RTMDet is 3.x only): keep boxes
+        with w > 0 and h > 0 (``test_cfg.min_bbox_size=0``,
+        ``mmdet/models/dense_heads/base_dense_head.py:476-478``); None: no filter.
     """
 
     num_classes: int = 80
@@ -77,6 +81,7 @@ class RTMDetConfig:
     nms_pre: int = 30000
     nms_iou: float = 0.65
     max_detections: int = 300
+    min_bbox_size: float | None = 0.0
     size_divisibility: int = 32
     point_offset: float = 0.0
     norm_eps: float = 1e-5
@@ -99,7 +104,7 @@ class RTMDet(nn.Module):
         self.points = MlvlPointGenerator(list(cfg.strides), offset=cfg.point_offset)
         self.assigner = DynamicSoftLabelAssigner(soft_center_radius=3.0, topk=13, iou_weight=3.0)
         self.test_cfg = DenseTestConfig(cfg.score_thresh, cfg.nms_pre, cfg.nms_iou,
-                                        cfg.max_detections)
+                                        cfg.max_detections, cfg.min_bbox_size)
         # mmdet 3.3's rtmdet configs norm with SyncBN (rtmdet_l_8xb32-300e_coco.py); the
         # training script reads this to convert under DDP (--sync-bn auto).
         self.sync_bn_under_ddp = cfg.sync_bn
