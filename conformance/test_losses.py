@@ -618,6 +618,40 @@ def test_cross_entropy_ignored_rows_contribute_zero_and_count_in_the_mean(impl, 
                  math.log(3) / 2, impl, rtol=1e-12, atol=0)
 
 
+@pytest.mark.spec("LOSS-18")
+@pytest.mark.parametrize("flavour", [pytest.param(f, marks=pytest.mark.flavour(f))
+                                     for f in ("detectron2", "torchvision")])
+def test_cross_entropy_mean_counts_only_rows_not_ignored_in_torch_flavours(impl, device,
+                                                                          flavour):
+    # detectron2 (layers/wrappers.py:87) and torchvision (roi_heads.py:35) call
+    # F.cross_entropy, whose mean divides by the rows not ignored: log(3) / 1 here,
+    # where mmdet's divides by both rows (log(3) / 2).
+    ce = impl.get("cross_entropy_loss")
+    pred = tensor([[0.0, 0.0, 0.0], [5.0, 1.0, 2.0]], device, torch.float64)
+    labels = tensor([2, -100], device, torch.int64)
+    assert_close(ce(pred, labels, flavour=flavour), math.log(3), impl, rtol=1e-12, atol=0)
+    g = torch.Generator().manual_seed(18)
+    pred = (torch.randn(7, 4, generator=g, dtype=torch.float64) * 2).to(device)
+    labels = torch.tensor([0, -100, 3, 1, -100, 2, 0], device=device)
+    assert_close(ce(pred, labels, flavour=flavour),
+                 torch.nn.functional.cross_entropy(pred, labels), impl, rtol=1e-12, atol=1e-15)
+    assert_close(ce(pred, labels, flavour=flavour, reduction="sum"),
+                 ce(pred, labels, reduction="sum"), impl, rtol=0, atol=0)
+
+
+@pytest.mark.spec("LOSS-18")
+@pytest.mark.parametrize("flavour", [pytest.param(f, marks=pytest.mark.flavour(f))
+                                     for f in ("mmdet", "detectron2", "torchvision")])
+def test_cross_entropy_mean_with_every_row_ignored_is_zero_not_nan(impl, device, flavour):
+    # mmdet: 0 / 2 rows; the torch flavours: F.cross_entropy would give 0 / 0 = NaN.
+    pred = tensor([[1.0, 2.0, 0.5], [0.0, 3.0, -1.0]], device, torch.float64).requires_grad_()
+    loss = impl.get("cross_entropy_loss")(pred, tensor([-100, -100], device, torch.int64),
+                                          flavour=flavour)
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert torch.isfinite(pred.grad).all()
+
+
 @pytest.mark.spec("LOSS-19")
 @given(data=st.data(), red=reductions())
 def test_bce_with_float_targets_matches_oracle(impl, device, data, red):

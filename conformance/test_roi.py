@@ -181,7 +181,9 @@ _BOUNDARY_TABLE = {
     #              s:   112  224  448  s-1e-5 (x3)  s-1e-3 (x3)
     "mmdet":       [1, 2, 3, 1, 2, 3, 0, 1, 2],
     "torchvision": [1, 2, 3, 1, 2, 3, 0, 1, 2],
-    "detectron2":  [1, 2, 3, 0, 1, 2, 0, 1, 2],
+    # detectron2 computes on float32 Boxes (structures/boxes.py:150): s - 1e-5 keeps
+    # its level there too, though float64 arithmetic would drop one.
+    "detectron2":  [1, 2, 3, 1, 2, 3, 0, 1, 2],
 }
 
 
@@ -212,6 +214,17 @@ def test_mmdet_level_is_floored_before_the_level_is_added(impl, device):
                                                           + torch.tensor(1e-6)))):
         level = impl.get("map_rois_to_levels")(big, flavour, 2, 5)
         assert level.tolist() == [int(expected.clamp(2, 5).item()) - 2]
+
+
+@pytest.mark.spec("ROI-11")
+def test_detectron2_level_is_computed_on_float32_boxes(impl, device):
+    # detectron2's Boxes casts to float32 (structures/boxes.py:150) before
+    # assign_boxes_to_levels: the float64 height 50175.9981 becomes 50176.0, s = 224,
+    # P4; the same formula in float64 gives s/224 + 1e-8 = 1 - 8.9e-9, P3.
+    box = tensor([[0, 0, 1, 50175.9981]], device, torch.float64)
+    assert impl.get("map_rois_to_levels")(box, "detectron2", 2, 5).tolist() == [2]
+    s = torch.sqrt(box[:, 2] * box[:, 3])
+    assert torch.floor(4 + torch.log2(s / 224 + 1e-8)).item() == 3.0  # float64 arithmetic
 
 
 @pytest.mark.spec("ROI-8")

@@ -70,8 +70,12 @@ def fpn_level(box, flavour, min_level=2, max_level=5) -> int:
     scale = math.sqrt((box[2] - box[0]) * (box[3] - box[1]))
     if flavour == "mmdet":  # floor(log2(s / finest_scale + 1e-6)) counted from P2
         level = 2 + math.floor(math.log2(scale / 56 + 1e-6))
-    elif flavour == "detectron2":  # floor(4 + log2(s / 224 + 1e-8))
-        level = math.floor(4 + math.log2(scale / 224 + 1e-8))
+    elif flavour == "detectron2":  # floor(4 + log2(s / 224 + 1e-8)) on float32 boxes
+        # detectron2's Boxes holds float32 (structures/boxes.py:150): every step in float32.
+        f = np.float32
+        x1, y1, x2, y2 = (f(v) for v in box)
+        s32 = np.sqrt((x2 - x1) * (y2 - y1))
+        level = math.floor(f(4) + np.log2(s32 / f(224) + f(1e-8)))
     elif flavour == "torchvision":  # floor(4 + log2(s / 224) + 1e-6)
         level = math.floor(4 + math.log2(scale / 224) + 1e-6) if scale > 0 else -10**9
     else:

@@ -438,10 +438,13 @@ def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor,
 
 
 # --------------------------------------------------------------------------- cross-entropy
+CROSS_ENTROPY_FLAVOURS = ("mmdet", "detectron2", "torchvision")
+
+
 def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor,
                        weight: torch.Tensor | None = None, reduction: str = "mean",
                        avg_factor=None, ignore_index: int = -100,
-                       loss_weight: float = 1.0) -> torch.Tensor:
+                       loss_weight: float = 1.0, *, flavour: str = "mmdet") -> torch.Tensor:
     """Softmax cross-entropy over K columns that include background, SPEC [LOSS-18].
 
     Args:
@@ -451,6 +454,11 @@ def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor,
             contribute 0 (they still count in a plain mean, as mmdet's default).
         weight: None or (N,) per-row weights.
         reduction, avg_factor, loss_weight: see ``weight_reduce_loss``.
+        flavour: what a plain ``"mean"`` (no avg_factor) divides by. "mmdet": every
+            row, ignored ones included (mmdet 2.11 ``cross_entropy_loss.py``
+            ``cross_entropy``, 3.3 the same with its default ``avg_non_ignore=False``);
+            "detectron2" / "torchvision": the rows not ignored, as their
+            ``F.cross_entropy`` does (0 when none is left, never NaN).
 
     Returns:
         0-dim loss, or the (N,) weighted loss for ``"none"``.
@@ -471,8 +479,15 @@ def cross_entropy_loss(pred: torch.Tensor, target: torch.Tensor,
                          f"[0, {k - 1}] or ignore_index={ignore_index}")
     _check_weight(weight, (num_rows,), pred, [(num_rows,)])
 
+    if flavour not in CROSS_ENTROPY_FLAVOURS:
+        raise ValueError(f"flavour: expected one of {list(CROSS_ENTROPY_FLAVOURS)}, "
+                         f"got {flavour!r}")
+
     loss = F.cross_entropy(pred, target.long(), reduction="none",
                            ignore_index=ignore_index)  # (N,), 0 where ignored
+    if flavour != "mmdet" and reduction == "mean" and avg_factor is None:
+        counted = (target != ignore_index).sum().clamp(min=1)  # torch's mean: rows not ignored
+        return loss_weight * (_reduce(loss, weight, "sum", None) / counted)
     return loss_weight * _reduce(loss, weight, reduction, avg_factor)
 
 

@@ -232,6 +232,9 @@ class LevelMapping:
     With ``level_added_after_floor`` (mmdet) it is ``canonical_level + floor(log2(...)
     + eps_after_log)`` instead: in float32 ``2 + 0.99999994`` rounds to 3, so the
     order decides the level of a box just below a boundary [ROI-11].
+    ``dtype``: the dtype upstream computes in; None is the input's (mmdet,
+    torchvision), float32 for detectron2, whose ``Boxes`` casts every box to float32
+    before ``assign_boxes_to_levels`` reads it (``detectron2/structures/boxes.py:150``).
     """
 
     canonical_scale: float
@@ -239,6 +242,7 @@ class LevelMapping:
     eps_inside_log: float
     eps_after_log: float
     level_added_after_floor: bool = False
+    dtype: torch.dtype | None = None
 
 
 # mmdet SingleRoIExtractor: floor(log2(s / finest_scale + 1e-6)) on level 0 = the
@@ -246,9 +250,11 @@ class LevelMapping:
 MMDET_LEVEL_MAPPING = LevelMapping(canonical_scale=56.0, canonical_level=2,
                                    eps_inside_log=1e-6, eps_after_log=0.0,
                                    level_added_after_floor=True)
-# detectron2 assign_boxes_to_levels: canonical box 224 on level 4, eps 1e-8 inside.
+# detectron2 assign_boxes_to_levels: canonical box 224 on level 4, eps 1e-8 inside,
+# on the float32 Boxes detectron2 always holds (structures/boxes.py:150).
 DETECTRON2_LEVEL_MAPPING = LevelMapping(canonical_scale=224.0, canonical_level=4,
-                                        eps_inside_log=1e-8, eps_after_log=0.0)
+                                        eps_inside_log=1e-8, eps_after_log=0.0,
+                                        dtype=torch.float32)
 # torchvision LevelMapper: canonical 224 on level 4, eps 1e-6 added after the log.
 TORCHVISION_LEVEL_MAPPING = LevelMapping(canonical_scale=224.0, canonical_level=4,
                                          eps_inside_log=0.0, eps_after_log=1e-6)
@@ -295,6 +301,8 @@ def map_rois_to_levels(
 
 
 def _levels(boxes, preset: LevelMapping, min_level: int, max_level: int) -> torch.Tensor:
+    if preset.dtype is not None:  # detectron2: float32 whatever the input (ROI-11)
+        boxes = boxes.to(preset.dtype)
     # An inverted box has a negative area: taken as 0, it maps to min_level (ROI-8)
     # instead of sqrt(-a) = NaN, which no level index matches.
     area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0)  # (K,)

@@ -229,8 +229,10 @@ def sigmoid_focal_loss(pred, target, weight=None, gamma=2.0, alpha=0.25, reducti
 
 
 def cross_entropy_loss(pred, target, weight=None, reduction="mean", avg_factor=None,
-                       ignore_index=-100, loss_weight=1.0):
-    """``detectron2.layers.cross_entropy`` (Fast R-CNN classification loss)."""
+                       ignore_index=-100, loss_weight=1.0, *, flavour="mmdet"):
+    """``detectron2.layers.cross_entropy`` (Fast R-CNN classification loss). Its mean
+    divides by the rows not ignored whatever ``flavour`` asks (LOSS-18: the
+    detectron2 and torchvision rule; the mmdet flavour's differs, a declared deviation)."""
     _plain_loss(weight, avg_factor, loss_weight)
     return _layers.cross_entropy(pred, target, reduction=reduction, ignore_index=ignore_index)
 

@@ -522,7 +522,10 @@ def smooth_l1_loss(pred, target, weight=None, beta=1.0, reduction="mean", avg_fa
 
 
 def cross_entropy_loss(pred, target, weight=None, reduction="mean", avg_factor=None,
-                       ignore_index=-100, loss_weight=1.0):
+                       ignore_index=-100, loss_weight=1.0, *, flavour="mmdet"):
+    """mmdet CrossEntropyLoss (avg_non_ignore=False: ignored rows count in the mean)."""
+    if flavour != "mmdet":
+        raise NotImplementedError(f"mmdet has only its own cross-entropy mean, not {flavour}'s")
     module = CrossEntropyLoss(use_sigmoid=False, ignore_index=ignore_index,
                               loss_weight=loss_weight)
     return _call(module, pred, target, weight, reduction, avg_factor)
