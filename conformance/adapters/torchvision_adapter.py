@@ -33,8 +33,14 @@ CONFORMANCE = {
 }
 
 
+def _batched(*tensors) -> bool:
+    """Whether a tensor has batch dims; anything that is not a tensor goes on to
+    torchvision unchanged, so that bad input meets torchvision's own handling."""
+    return any(isinstance(t, torch.Tensor) and t.dim() > 2 for t in tensors)
+
+
 def _plain_pairs(boxes1: torch.Tensor, boxes2: torch.Tensor) -> None:
-    if boxes1.dim() != 2 or boxes2.dim() != 2:
+    if _batched(boxes1, boxes2):
         raise NotImplementedError("torchvision box ops take (N, 4) boxes only, no batch dims")
 
 
@@ -48,7 +54,7 @@ def box_iou(boxes1, boxes2, mode="iou", is_aligned=False, eps=1e-6):
     _plain_pairs(boxes1, boxes2)
     fn = box_ops.box_iou if mode == "iou" else box_ops.generalized_box_iou
     if is_aligned:
-        if boxes1.shape[0] != boxes2.shape[0]:
+        if len(boxes1) != len(boxes2):
             raise ValueError("is_aligned=True needs as many boxes1 as boxes2")
         # torchvision has no aligned IoU: the diagonal of pairwise blocks.
         block = 1024
@@ -59,7 +65,7 @@ def box_iou(boxes1, boxes2, mode="iou", is_aligned=False, eps=1e-6):
 
 
 def box_area(boxes):
-    if boxes.dim() != 2:
+    if _batched(boxes):
         raise NotImplementedError("torchvision.ops.box_area takes (N, 4) boxes only")
     return box_ops.box_area(boxes)
 
@@ -181,12 +187,12 @@ class DeltaXYWHBBoxCoder:
         self.clip_border = clip_border
 
     def encode(self, bboxes, gt_bboxes):
-        if bboxes.dim() != 2:
+        if _batched(bboxes):
             raise NotImplementedError("torchvision's BoxCoder takes (N, 4) boxes only")
         return det_utils.BoxCoder(self.weights).encode_single(gt_bboxes, bboxes)
 
     def decode(self, bboxes, pred_bboxes, max_shape=None, wh_ratio_clip=16 / 1000):
-        if bboxes.dim() != 2:
+        if _batched(bboxes):
             raise NotImplementedError("torchvision's BoxCoder takes (N, 4) boxes only")
         coder = det_utils.BoxCoder(self.weights, bbox_xform_clip=abs(math.log(wh_ratio_clip)))
         boxes = coder.decode_single(pred_bboxes, bboxes)
@@ -207,6 +213,9 @@ class BalancedPositiveNegativeSampler:
             batch_size_per_image, positive_fraction)
 
     def __call__(self, matched_idxs, generator=None):
+        if generator is not None and not isinstance(generator, torch.Generator):
+            # The adapter's own argument (torchvision has none), so the adapter checks it.
+            raise TypeError(f"generator={generator!r}: expected a torch.Generator or None")
         if generator is not None:
             # torchvision has no generator argument; seed the global one from it so
             # that "same seed, same sample" is at least asked of torchvision's code.
@@ -226,7 +235,8 @@ def sigmoid_focal_loss(pred, target, weight=None, gamma=2.0, alpha=0.25, reducti
                        avg_factor=None, loss_weight=1.0):
     """torchvision.ops.sigmoid_focal_loss; integer labels (background = C) become one-hot."""
     _plain_loss(weight, avg_factor, loss_weight)
-    if not target.is_floating_point():
+    if isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor) \
+            and not target.is_floating_point():
         num_classes = pred.shape[-1]
         onehot = torch.zeros(target.shape[0], num_classes + 1, dtype=pred.dtype,
                              device=pred.device)
