@@ -68,7 +68,18 @@ def pytest_addoption(parser, pluginmanager):
                     help="rounds per workload (default: the workload's own, else 5)")
 
 
+_LOAD_AT_START: list[float] = []  # the 1-minute load average when the session began
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
 def pytest_configure(config):
+    _LOAD_AT_START[:] = [x for x in [_load_average()] if x is not None]
     threads = config.getoption("--bench-threads")
     if threads:
         torch.set_num_threads(threads)
@@ -243,11 +254,24 @@ def bench_case(bench_device, implementations, request):
     return run
 
 
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def _machine(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-           f"torch threads {torch.get_num_threads()}"
+    load = "".join(f", load average {x:.1f} at start" for x in _LOAD_AT_START) + "".join(
+        f", {x:.1f} at end" for x in [_load_average()] if x is not None)
+    cpu = _cpu_model() or platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}{load}"
 
 
 def _fmt_time(s: float) -> str:
