@@ -196,8 +196,10 @@ def _compare_losses(got: dict, expected: dict, what: str, rtol=1e-4, atol=1e-6) 
             f"{what}: {key} = {g:.7g}, the composition of the stages gives {value:.7g}")
 
 
-def _dense_detections(scores_levels, decode_levels, size, score_thresh, topk, nms_iou, max_det):
-    """Per level: sigmoid scores prior-major, > thr, top-k; decode; batched NMS; max_det."""
+def _dense_detections(scores_levels, decode_levels, size, score_thresh, topk, nms_iou, max_det,
+                      min_bbox_size=None):
+    """Per level: sigmoid scores prior-major, > thr, top-k; decode; with ``min_bbox_size``
+    set (mmdet 3.3, MOD-27) keep only w > s and h > s; batched NMS; max_det."""
     boxes, scores, labels = [], [], []
     for s, decode in zip(scores_levels, decode_levels):
         flat = s.reshape(-1)  # (n_l * C,)
@@ -205,7 +207,11 @@ def _dense_detections(scores_levels, decode_levels, size, score_thresh, topk, nm
         cand = [i for i in range(len(flat)) if flat[i] > score_thresh]
         cand = sorted(cand, key=lambda i: (-flat[i], i))[:topk]
         rows = [i // c for i in cand]
-        decoded = decode(rows)
+        decoded = np.reshape(decode(rows), (-1, 4))
+        if min_bbox_size is not None:
+            big = [j for j, b in enumerate(decoded)
+                   if b[2] - b[0] > min_bbox_size and b[3] - b[1] > min_bbox_size]
+            decoded, cand = decoded[big], [cand[j] for j in big]
         boxes += list(decoded)
         scores += [flat[i] for i in cand]
         labels += [i % c for i in cand]
@@ -494,7 +500,8 @@ def rtmdet_expected_losses(cls_maps, dist_maps, targets) -> dict:
 
 
 def rtmdet_expected_detections(cls_maps, dist_maps, *, score_thresh, topk, nms_iou, max_det):
-    """MOD-17: boxes = points -+ distances clipped to the image; dense top-k and NMS."""
+    """MOD-17: boxes = points -+ distances clipped to the image; boxes of width or height
+    <= 0 dropped (mmdet 3.3 ``test_cfg.min_bbox_size=0``, MOD-27); dense top-k and NMS."""
     pts = rtmdet_points(_levels(cls_maps))
     out = []
     for i, size in enumerate(IMAGE_SIZES):
@@ -502,7 +509,8 @@ def rtmdet_expected_detections(cls_maps, dist_maps, *, score_thresh, topk, nms_i
         dists = [_flat([m[i:i + 1]], 4)[0] for m in dist_maps]
         decoders = [(lambda rows, p=p, d=d: coder_oracle.distance_decode(p[rows], d[rows], size))
                     for p, d in zip(pts, dists)]
-        out.append(_dense_detections(scores, decoders, size, score_thresh, topk, nms_iou, max_det))
+        out.append(_dense_detections(scores, decoders, size, score_thresh, topk, nms_iou, max_det,
+                                     min_bbox_size=0.0))
     return out
 
 
