@@ -277,14 +277,9 @@ def _labels_from(assign_result: AssignResult) -> torch.Tensor:
 
 
 @dataclasses.dataclass(frozen=True)
-class Detectron2Sampler:
-    """``subsample_labels`` behind mmdet's sampler call (SMP-7), for detectors and
-    ``reference.targets``: ``sample(assign_result, priors, gt_bboxes, gt_labels=None,
-    generator=None) -> SamplingResult`` with the indices in detectron2's random order.
-
-    Gts are never added here: detectron2 appends them to the proposals BEFORE
-    matching (``add_ground_truth_to_proposals``), which is the caller's step.
-    """
+class _FixedBatchSampler:
+    """What the two adapters below share: ``num`` priors per image, ``pos_fraction`` of
+    them at most positive, checked once here."""
 
     num: int
     pos_fraction: float
@@ -292,6 +287,17 @@ class Detectron2Sampler:
     def __post_init__(self) -> None:
         check.integer("num", self.num, low=0)
         check.number("pos_fraction", self.pos_fraction, low=0, high=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Detectron2Sampler(_FixedBatchSampler):
+    """``subsample_labels`` behind mmdet's sampler call (SMP-7), for detectors and
+    ``reference.targets``: ``sample(assign_result, priors, gt_bboxes, gt_labels=None,
+    generator=None) -> SamplingResult`` with the indices in detectron2's random order.
+
+    Gts are never added here: detectron2 appends them to the proposals BEFORE
+    matching (``add_ground_truth_to_proposals``), which is the caller's step.
+    """
 
     def sample(self, assign_result: AssignResult, priors: torch.Tensor,
                gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,
@@ -305,18 +311,11 @@ class Detectron2Sampler:
 
 
 @dataclasses.dataclass(frozen=True)
-class TorchvisionSampler:
+class TorchvisionSampler(_FixedBatchSampler):
     """``BalancedPositiveNegativeSampler`` behind mmdet's sampler call (SMP-8): one
     image's masks turned into ascending indices (torchvision reads them through
     ``torch.where(mask)``). Adding gts as proposals is the caller's step, as in
     torchvision."""
-
-    num: int
-    pos_fraction: float
-
-    def __post_init__(self) -> None:
-        check.integer("num", self.num, low=0)
-        check.number("pos_fraction", self.pos_fraction, low=0, high=1)
 
     def sample(self, assign_result: AssignResult, priors: torch.Tensor,
                gt_bboxes: torch.Tensor, gt_labels: Optional[torch.Tensor] = None,
