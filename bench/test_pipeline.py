@@ -39,6 +39,18 @@ def test_detectron2_matcher(bench_case, bench_device, num_gts):
     bench_case(f"detectron2 Matcher {num_gts} x 182403", make, rounds=3)
 
 
+@pytest.mark.parametrize("num_gts", [10, 100, 500])
+def test_torchvision_matcher(bench_case, bench_device, num_gts):
+    anchors = W.retinanet_anchors(bench_device)
+    gts = W.random_gts(num_gts, bench_device)
+
+    def make(m):
+        matcher = m.TorchvisionMatcher(0.5, 0.4, allow_low_quality_matches=True)
+        box_iou = m.box_iou
+        return lambda: matcher(box_iou(gts, anchors))
+    bench_case(f"torchvision Matcher {num_gts} x 182403", make, check=_same_gt_inds, rounds=3)
+
+
 @pytest.mark.parametrize("num_gts", [10, 50, 300])
 def test_dynamic_soft_label_assign(bench_case, bench_device, num_gts):
     points = W.rtmdet_points(bench_device)

@@ -141,17 +141,20 @@ def _last_row_where(mask_fn, num_rows: int, num_cols: int, device) -> torch.Tens
 
 
 # --------------------------------------------------------------------------- one-pass scans
-# Blocks of the one-pass scans hold about this many elements (1 MiB of float32):
+# Blocks of the one-pass scans hold about this many elements (2 MiB of float32):
 # a (G, chunk) block stays in cache while its IoU, column max and row max are taken.
-_SCAN_ELEMENTS = 1 << 18
+_SCAN_ELEMENTS = 1 << 19
 
 
 def _scan_elements() -> int:
-    """Elements of one scan block: _SCAN_ELEMENTS at one torch thread, 8 times that
+    """Elements of one scan block: _SCAN_ELEMENTS at one torch thread, 4 times that
     with more. With 2 threads on a busy machine every parallel operation waits for
     the second core, so few large blocks win (MaxIoU 100 x 182403: 57 s -> 13 s at
-    load 11 on 2 cores); at one thread cache-sized blocks are faster (1.4 s vs 1.8 s)."""
-    return _SCAN_ELEMENTS if torch.get_num_threads() == 1 else 8 * _SCAN_ELEMENTS
+    load 11 on 2 cores); at one thread cache-sized blocks are faster. Since the
+    blocks' IoU computes only pairs that can intersect (``boxes.iou_into``), 2^19
+    at one thread and 2^21 at two were the best of 2^18 .. 2^22 (quiet 2-core
+    machine, 100 and 500 gts x 182403 anchors)."""
+    return _SCAN_ELEMENTS if torch.get_num_threads() == 1 else 4 * _SCAN_ELEMENTS
 
 
 class _ColumnScan(NamedTuple):
@@ -244,7 +247,7 @@ def _iou_blocks(gt_bboxes: torch.Tensor, bboxes: torch.Tensor,
         a = gts if rows is None else gts.index_select(0, rows)  # (r, 4)
         b = priors[cols]  # (chunk, 4)
         out = buffer[:a.shape[0] * b.shape[0]].view(a.shape[0], b.shape[0])  # (r, chunk)
-        block = _boxes.iou_block_into(out, a, b, _boxes.MMDET_IOU, 1e-6).to(bboxes.dtype)
+        block = _boxes.iou_into(out, a, b, _boxes.MMDET_IOU, 1e-6).to(bboxes.dtype)
         if ignored is not None:
             block = block.masked_fill(ignored[cols], -1)
         return block

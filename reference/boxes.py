@@ -289,6 +289,17 @@ def iou_block_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, flavour:
     return out
 
 
+def iou_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, flavour: IouFlavour,
+             eps: float = 0.0) -> torch.Tensor:
+    """out (m, n) <- IoU of a (m, 4) with b (n, 4), mode "iou", in place: only the
+    pairs that can intersect are computed (``_fill_iou_of_meeting_pairs``) where
+    that pays, else every pair (``iou_block_into``). The same values bit for bit
+    either way; what the assigners' block scans call (no autograd)."""
+    if a.shape[0] < b.shape[0] and _fill_iou_of_meeting_pairs(out, a, b, flavour, eps):
+        return out
+    return iou_block_into(out, a, b, flavour, eps)
+
+
 def _iou_of_gathered_into(out: torch.Tensor, a: torch.Tensor, table: torch.Tensor,
                           blocks: torch.Tensor, flavour: IouFlavour, eps: float) -> torch.Tensor:
     """out (k, n) <- IoU of box a[j] with the n boxes of block blocks[j], for each j.

@@ -83,6 +83,53 @@ def test_blocked_max_iou_assignment_equals_the_full_matrix_step_list(
                          assigner._assign(overlaps, labels))
 
 
+def _grid_priors(step: int, sizes) -> torch.Tensor:
+    """(N, 4) anchors of a 400 x 400 grid in row-major order, as anchor generators
+    lay them out: each column block of the scan covers a narrow strip of the image."""
+    centres = torch.arange(0, 400, step, dtype=torch.float32)
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    half = torch.tensor(sizes, dtype=torch.float32) / 2  # (S,)
+    c = torch.stack([cx.flatten(), cy.flatten()], 1)[:, None, :]  # (L, 1, 2)
+    return torch.cat([c - half[:, None], c + half[:, None]], 2).reshape(-1, 4)  # (L*S, 4)
+
+
+@pytest.mark.parametrize("scan_elements", [48 * 300, 1 << 19])
+@pytest.mark.parametrize("grid", [True, False])
+def test_culled_scan_blocks_of_max_iou_equal_the_full_matrix_step_list(
+        monkeypatch, scan_elements, grid):
+    """With >= 32 gts and anchors in grid order the scan's blocks compute only the
+    pairs that can intersect (boxes.iou_into culls); the assignment is unchanged."""
+    monkeypatch.setattr(A, "_SCAN_ELEMENTS", scan_elements)
+    culled, cull = [], [True]
+    fill = B._fill_iou_of_meeting_pairs
+
+    def spy(*args):  # records the culled fills; off for the readable side
+        culled.append(cull[0] and fill(*args))
+        return culled[-1]
+
+    def readable(*args):
+        cull[0] = False
+        try:
+            return _readable_assign(*args)  # every pair computed
+        finally:
+            cull[0] = True
+
+    monkeypatch.setattr(B, "_fill_iou_of_meeting_pairs", spy)
+    gen = torch.Generator().manual_seed(scan_elements + grid)
+    priors = _grid_priors(8, [12.0, 24.0, 40.0])  # (7500, 4)
+    for num_gts in (32, 48):
+        gts = _boxes(gen, num_gts, grid) * 6  # spread over the 400 x 400 grid
+        gts[0] = torch.tensor([500.0, 500, 510, 510])  # overlaps nothing: ties at 0
+        gts[1] = priors[1234]  # exactly one prior's box: IoU 1 there
+        labels = torch.randint(0, 5, (num_gts,), generator=gen)
+        ignore = _boxes(gen, 3, grid) * 6
+        for config in CONFIGS:
+            assigner = A.MaxIoUAssigner(**config)
+            _assert_same(assigner.assign(priors, gts, ignore, labels),
+                         readable(assigner, priors, gts, ignore, labels))
+    assert any(culled), "the culled fill never ran: the test no longer covers it"
+
+
 @pytest.mark.parametrize("scan_elements", [100, 1 << 18])
 def test_blocked_matchers_equal_the_full_matrix_reductions(monkeypatch, scan_elements):
     monkeypatch.setattr(A, "_SCAN_ELEMENTS", scan_elements)
