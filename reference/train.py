@@ -361,7 +361,7 @@ class RunLog:
                     dynamic_ncols=True, unit="step", leave=True)
 
     def progress(self, text: str, final: bool = False) -> None:
-        if not self.enabled:
+        if not self.enabled or not (text or self.tty):  # "" ends a terminal's line only
             return
         if self.tty:
             sys.stderr.write("\r" + text.ljust(100) + ("\n" if final else ""))
@@ -418,11 +418,40 @@ class _StopRequests:
             raise TrainingInterrupted(signum)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which stops them after
-    saving (a terminal sends SIGINT to the whole process group). SIGTERM keeps its
-    default: it is how the main process ends its workers."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """DataLoader workers leave Ctrl-C and SIGTERM to the main process, which saves and
+    then ends them through the loader's own queues. A terminal sends SIGINT, and
+    schedulers, ``kill -TERM -PGID`` and container runtimes often send SIGTERM, to the
+    whole process group: a worker that died of it would make torch raise "DataLoader
+    worker ... killed by signal" in the main process wherever it happens to be, before
+    or instead of the clean save. Torch's last resort for a worker that does not exit
+    within seconds of the shutdown (``terminate``) is then ignored too; such a worker
+    ends when its current item is done, or when it sees the main process gone."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked while it was forked (see below)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class _WorkerSafeLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose workers are forked with SIGINT/SIGTERM blocked: a forked worker
+    inherits the mask, so a signal to the process group in the moment between fork and
+    ``_ignore_stop_signals`` stays pending there and is dropped when that sets SIG_IGN,
+    instead of reaching the main process' handler copied into the worker or torch's own
+    worker handler. The main process gets its copy when the block ends."""
+
+    def __iter__(self):
+        if not hasattr(signal, "pthread_sigmask") or self.num_workers == 0 or \
+                threading.current_thread() is not threading.main_thread():
+            return super().__iter__()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
@@ -860,12 +889,12 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, argv, stop)
                                                   shuffle=True, seed=args.seed)
     group_ids = aspect_ratio_group_ids(train_set.aspect_ratios(), args.aspect_ratio_group_factor)
     batches = EpochBatches(GroupedBatchSampler(sampler, group_ids, args.batch_size), args.seed)
-    train_loader = torch.utils.data.DataLoader(
+    train_loader = _WorkerSafeLoader(
         SeededSamples(train_set), batch_sampler=batches, num_workers=args.workers,
         collate_fn=collate_lists, worker_init_fn=_ignore_stop_signals)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, shuffle=False,
-                                             num_workers=args.workers, collate_fn=collate_lists,
-                                             worker_init_fn=_ignore_stop_signals)
+    val_loader = _WorkerSafeLoader(val_set, batch_size=args.batch_size, shuffle=False,
+                                   num_workers=args.workers, collate_fn=collate_lists,
+                                   worker_init_fn=_ignore_stop_signals)
 
     # 3) model
     model = build_model(args.model, train_set.num_classes, overrides)

@@ -76,9 +76,12 @@ def _assert_identical(weights: dict, reference: dict) -> None:
 
 
 def _signal_mid_run(data: Path, out: Path, sig: int, after_steps: int, *extra: str,
-                    workers: int = 0) -> subprocess.CompletedProcess:
+                    workers: int = 0, group: bool = False,
+                    settle: float = 0.0) -> subprocess.CompletedProcess:
     """Start a training subprocess and send ``sig`` once it logged ``after_steps`` steps
-    (0: as soon as it started)."""
+    (0: as soon as it started), ``settle`` seconds later; ``group``: to its whole process
+    group (the DataLoader workers too), as a terminal's Ctrl-C and many schedulers'
+    SIGTERM do."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(REPO)]),
            "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "reference.train",
@@ -91,7 +94,11 @@ def _signal_mid_run(data: Path, out: Path, sig: int, after_steps: int, *extra: s
         while proc.poll() is None and time.monotonic() < deadline:
             logged = log.read_text().count('"type": "step"') if log.is_file() else 0
             if logged >= after_steps and (after_steps or log.is_file()):
-                proc.send_signal(sig)
+                time.sleep(settle)
+                if group:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
                 break
             time.sleep(0.02)
         _, stderr = proc.communicate(timeout=240)
@@ -112,17 +119,26 @@ def _resume_and_check(data: Path, out: Path, reference: dict, workers: int) -> N
 
 
 # --------------------------------------------------------------------------- signals
-@pytest.mark.parametrize("sig, workers, resume_workers", [
-    (signal.SIGINT, 2, 0),
-    (signal.SIGTERM, 0, 2),
+@pytest.mark.parametrize("sig, workers, resume_workers, group, after", [
+    (signal.SIGINT, 2, 0, True, None),  # Ctrl-C: the terminal signals the process group
+    (signal.SIGTERM, 0, 2, False, None),
+    # A scheduler's SIGTERM to the group, workers included, while the main process is
+    # inside a forward (0.1 s into the stand-in's 0.25 s; step 5's batch is prefetched):
+    # a worker dying of it made torch raise "DataLoader worker ... killed by signal"
+    # there, a traceback instead of the save.
+    (signal.SIGTERM, 2, 0, True, 4),
 ])
 def test_a_signal_saves_the_current_step_prints_the_resume_command_and_resumes_exactly(
-        data, tmp_path, reference_weights, sig, workers, resume_workers):
+        data, tmp_path, reference_weights, sig, workers, resume_workers, group, after):
     out = tmp_path / "run"
-    after = random.Random(sig).randint(1, 7)  # mid-epoch for most draws
-    proc = _signal_mid_run(data, out, sig, after, workers=workers)
+    settle = 0.1 if after else 0.0
+    after = after or random.Random(sig).randint(1, 7)  # mid-epoch for most draws
+    proc = _signal_mid_run(data, out, sig, after, workers=workers, group=group, settle=settle)
     assert proc.returncode == 128 + sig, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "DataLoader worker" not in proc.stderr, \
+        proc.stderr[-2000:]
+    assert proc.stderr.count("interrupted") == 1 and "\n\n" not in proc.stderr, \
+        proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"interrupted by {signal.Signals(sig).name}") and \
         f"resume with: python -m reference.train --resume {out}" in last, proc.stderr
@@ -157,7 +173,8 @@ def test_random_kills_of_every_kind_resume_bit_identical(data, tmp_path, referen
         sig = rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
         extra = ["--resume", "auto"] + (["--checkpoint-every", "3"] if sig == signal.SIGKILL
                                         else [])
-        _signal_mid_run(data, out, sig, rng.randint(0, 8), *extra, workers=workers)
+        _signal_mid_run(data, out, sig, rng.randint(0, 8), *extra, workers=workers,
+                        group=rng.random() < 0.5)
     _resume_and_check(data, out, reference_weights, 2 - workers)
 
 
