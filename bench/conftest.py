@@ -29,7 +29,6 @@ import datetime
 import importlib
 import json
 import os
-import platform
 import re
 import statistics
 import time
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from conformance.machine import cpu_model
 
 COMMITTED = Path(__file__).resolve().parent / "results"
 _RECORDS: list[dict] = []
@@ -254,23 +255,12 @@ def bench_case(bench_device, implementations, request):
     return run
 
 
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def _machine(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     load = "".join(f", load average {x:.1f} at start" for x in _LOAD_AT_START) + "".join(
         f", {x:.1f} at end" for x in [_load_average()] if x is not None)
-    cpu = _cpu_model() or platform.processor() or platform.machine()
+    cpu = cpu_model()
     return f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}{load}"
 
 

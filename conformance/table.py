@@ -17,14 +17,17 @@ a row per SPEC.md clause, a column per implementation, each cell one of
 Declared deviations are skipped, not run (``--skip-deviations``): the table shows
 them with their reasons without waiting for hypothesis to shrink a known failure;
 run pytest on one implementation to see whether a declared deviation still fails.
-The page states the versions it ran (each implementation's, Python's, torch's)
-and the hypothesis profile. ``docs/flavours.md`` is this command's output: it is
+The page states the versions it ran (each implementation's, Python's, torch's),
+the hypothesis profile, the machine (CPU model, cores usable, memory), ``--jobs``,
+the 1-minute load average at start and end, and each implementation's wall time:
+the suite's duration depends on all of them. ``docs/flavours.md`` is this command's output: it is
 generated, never edited by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -33,9 +36,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from conformance.machine import describe, duration, load_average
 
 DEFAULT_IMPLS = ("reference", "torchvision", "mmdet", "detectron2")
 ORDER = ("failed", "unexpected_pass", "deviation", "not_implemented", "passed", "skipped")
@@ -132,6 +138,8 @@ def build_table(reports: dict[str, dict], clauses: list[str] | None = None,
         impl = report["implementation"]
         flavours = ", ".join(impl.get("flavours") or []) or "none"
         line = f"- **{name}** {impl['version']} (flavours claimed: {flavours})"
+        if report.get("wall_s") is not None:
+            line += f": {duration(report['wall_s'])} wall"
         out.append(line)
         for note in impl.get("notes") or []:
             out.append(f"  - note: {note}")
@@ -175,15 +183,35 @@ def _short(text: str, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
-def environment(profile: str) -> dict[str, str]:
+def environment(profile: str, run: dict | None = None) -> dict[str, str]:
+    """The page's "What ran" lines: versions, profile and, for a page whose suites ran
+    now, how (``run``: jobs, start date, 1-minute load at start and end, seconds in all)."""
     import torch
     import torchvision
-    return {
+    env = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "hypothesis profile": profile,
+        "machine": describe(),
     }
+    if run is None:
+        return env
+    if run.get("from_reports"):
+        env["run"] = (f"page built from the reports in {run['from_reports']} (nothing ran; "
+                      "the wall times are those of the runs that wrote them)")
+        return env
+    start, end = run.get("load_start"), run.get("load_end")
+    env["jobs"] = (f"{run['jobs']} (implementations run at once, one pytest process each; "
+                   "a wall time below includes waiting for the cores the others used)")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    env["torch threads"] = (f"OMP_NUM_THREADS={threads}" if threads else
+                            "torch's default (OMP_NUM_THREADS unset)")
+    env["started"] = run["started"]
+    env["1-minute load average"] = (f"{start[0]:.1f} at start, {end[0]:.1f} at end"
+                                    if start and end else "unknown on this platform")
+    env["wall time in all"] = duration(run["wall_s"])
+    return env
 
 
 # --------------------------------------------------------------------------- CLI
@@ -217,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     from conformance.plugin import read_clauses
     texts = read_clauses()
     reports: dict[str, dict] = {}
+    if args.jobs < 1:
+        parser.error(f"--jobs={args.jobs}: expected a positive number of processes")
+    began = time.perf_counter()
+    run_info: dict = ({"from_reports": args.from_reports} if args.from_reports else
+                      {"jobs": args.jobs, "load_start": load_average(),
+                       "started": datetime.datetime.now(datetime.timezone.utc)
+                       .strftime("%Y-%m-%d %H:%M UTC")})
     if args.from_reports:
         for impl in impls:
             path = Path(args.from_reports) / f"{Path(impl).stem}.json"
@@ -228,18 +263,26 @@ def main(argv: list[str] | None = None) -> int:
         def run(impl: str) -> tuple[str, dict]:
             label = Path(impl).stem if impl.endswith(".py") else impl
             print(f"conformance table: running the suite on {impl} ...", flush=True)
-            report = run_suite(impl, folder / f"{label}.json", args.pytest_args, args.profile)
+            start = time.perf_counter()
+            path = folder / f"{label}.json"
+            report = run_suite(impl, path, args.pytest_args, args.profile)
+            report["wall_s"] = round(time.perf_counter() - start, 1)
+            if path.is_file():  # kept with --reports: --from-reports shows the same time
+                path.write_text(json.dumps(report), encoding="utf-8")
             if "not_run" in report:
                 print(f"conformance table: {impl} not run: {report['not_run']}", flush=True)
+            else:
+                print(f"conformance table: {impl} done in {duration(report['wall_s'])}",
+                      flush=True)
             return label, report
 
         todo = [] if args.from_reports else impls
-        if args.jobs < 1:
-            parser.error(f"--jobs={args.jobs}: expected a positive number of processes")
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for label, report in pool.map(run, todo):  # results in the order asked
                 reports[label] = report
-    page = build_table(reports, list(texts), texts, environment(args.profile))
+    if not args.from_reports:
+        run_info.update(load_end=load_average(), wall_s=time.perf_counter() - began)
+    page = build_table(reports, list(texts), texts, environment(args.profile, run_info))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

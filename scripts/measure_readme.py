@@ -53,24 +53,13 @@ MARKERS = {"training": ("<!-- measured:training -->", "<!-- /measured:training -
 
 
 # --------------------------------------------------------------------------- machine
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+# CPU model, memory, cores and load come from conformance/machine.py (shared with the
+# flavour table and the benchmarks); this script runs from a checkout, so import that
+# checkout's copy.
+sys.path.insert(0, str(REPO))
+from conformance.machine import cores_usable, cpu_model, duration, memory_gib  # noqa: E402
 
-
-def memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
+_mmss = duration
 
 
 def git_commit() -> str:
@@ -88,11 +77,7 @@ def machine() -> dict:
     import torch
     import torchvision
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count()
-    return {"cpu": cpu_model(), "cores": cores, "memory_gib": memory_gib(),
+    return {"cpu": cpu_model(), "cores": cores_usable(), "memory_gib": memory_gib(),
             "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "commit": git_commit(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
@@ -234,13 +219,6 @@ def suite_run(work: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- report
-def _mmss(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
-
-
 def spread(values: list[float], fmt) -> str:
     if len(values) == 1:
         return fmt(values[0])

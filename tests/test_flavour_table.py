@@ -3,7 +3,9 @@ run on a tiny fake implementation (a few box_area tests only, so it stays cheap)
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -41,6 +43,7 @@ def test_table_has_a_row_per_clause_a_column_per_implementation_and_the_reasons(
                               ("nms", "NMS-1", "failed", None)], notes=["kernels stubbed"]),
         "gone": {"not_run": "--impl=gone: cannot import 'gone'"},
     }
+    reports["up"]["wall_s"] = 389.4
     page = build_table(reports, ["IOU-1", "IOU-2", "NMS-1"],
                        {"IOU-1": "MUST: area is w * h", "NMS-1": "MUST: greedy | strict"},
                        {"torch": "2.x"})
@@ -50,7 +53,9 @@ def test_table_has_a_row_per_clause_a_column_per_implementation_and_the_reasons(
     assert "| IOU-2 | pass | not implemented |" in lines
     assert "| NMS-1 greedy \\| strict | pass | FAIL |" in lines  # pipes escaped
     assert "[1] up, IOU-1: no eps floor (x.py:12)  " in lines
-    assert "- **up** 3.3 (flavours claimed: mmdet)" in lines and "  - note: kernels stubbed" in lines
+    assert "- **up** 3.3 (flavours claimed: mmdet): 6 min 29 s wall" in lines
+    assert "  - note: kernels stubbed" in lines
+    assert "- **ref** 1.0 (flavours claimed: mmdet)" in lines  # no time measured: none stated
     assert "- **gone**: not run (--impl=gone: cannot import 'gone')" in lines
     assert "- torch: 2.x" in lines
     assert lines.index("## iou") < lines.index("## nms")
@@ -70,22 +75,40 @@ FAKE_DEVIATIONS = ("conformance/test_boxes.py::test_box_area_rejects_integer_box
                    "  # fake accepts integer boxes\n")
 
 
+CRASH = ("import os, signal\n"
+         "def box_area(boxes):\n"
+         "    os.kill(os.getpid(), signal.SIGSEGV)\n")
+
+
 def test_the_command_runs_the_suite_and_writes_the_page(tmp_path):
+    """One real run (three pytest processes at once, so CI waits for one): a fake port,
+    a missing file, and a port whose native crash leaves no report: the page says which
+    signal ended that run (the segfaults torchvision's RoIAlign kernel caused read as a
+    progress line before). "What ran" names the machine, --jobs and each run's time."""
     (tmp_path / "fake.py").write_text(textwrap.dedent(FAKE), encoding="utf-8")
     (tmp_path / "fake.deviations").write_text(FAKE_DEVIATIONS, encoding="utf-8")
+    (tmp_path / "crash.py").write_text(CRASH, encoding="utf-8")
     out = tmp_path / "flavours.md"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        [sys.executable, "-m", "conformance", "table", "--out", str(out),
+        [sys.executable, "-m", "conformance", "table", "--out", str(out), "--jobs", "3",
          "--impl", str(tmp_path / "fake.py"), "--impl", str(tmp_path / "missing_impl.py"),
+         "--impl", str(tmp_path / "crash.py"),
          "--", "-k", "box_area_matches or box_area_rejects or test_zero_area"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     page = out.read_text(encoding="utf-8")
-    assert "- **fake** 0.0.1 (flavours claimed: mmdet)" in page
+    lines = page.splitlines()
+    assert any(re.fullmatch(r"- \*\*fake\*\* 0\.0\.1 \(flavours claimed: mmdet\): "
+                            r"(\d+\.\d s|\d+ s|\d+ min \d\d s) wall", ln) for ln in lines), page
     assert "- **missing_impl**: not run (" in page and "no such file" in page
-    rows = {line.split(" ")[1]: line for line in page.splitlines()
-            if line.startswith("| IOU-")}
+    crash = next(ln for ln in lines if ln.startswith("- **crash**: not run ("))
+    assert "SIGSEGV" in crash and "--impl=" in crash, crash
+    assert any(ln.startswith("- jobs: 3 (") for ln in lines)
+    assert any(re.fullmatch(r"- machine: .+, \d+ cores usable(, [\d.]+ GiB)?", ln) for ln in lines)
+    assert any(re.fullmatch(r"- 1-minute load average: (\d+\.\d at start, \d+\.\d at end|"
+                            r"unknown on this platform)", ln) for ln in lines), page
+    rows = {line.split(" ")[1]: line for line in lines if line.startswith("| IOU-")}
     assert rows["IOU-1"].endswith("| pass |")          # box_area values
     assert rows["IOU-11"].endswith("| not implemented |")  # box_iou is absent
     assert "| FAIL |" in rows["IOU-V1"]                   # no validation of the last dim
@@ -131,8 +154,8 @@ def test_committed_flavour_table_is_in_the_generators_format():
     for key in ("python", "torch", "torchvision", "hypothesis profile"):
         assert any(line.startswith(f"- {key}: ") for line in ran), key
     for name in DEFAULT_IMPLS:  # each implementation with its version, or why it did not run
-        assert any(re.match(rf"- \*\*{name}\*\*( \S.* \(flavours claimed: .*\)|: not run \(.+\))$",
-                            line) for line in ran), name
+        assert any(re.match(rf"- \*\*{name}\*\*( \S.* \(flavours claimed: .*\)(: \S.* wall)?|"
+                            r": not run \(.+\))$", line) for line in ran), name
     names = [line.split("**")[1] for line in ran if line.startswith("- **") and "not run" not in line]
     totals = lines.index("## Totals (tests)")
     assert lines[totals + 2] == ("| implementation | " + " | ".join(s.replace("_", " ") for s in ORDER)
@@ -176,24 +199,38 @@ def test_jobs_run_implementations_at_once_and_keep_the_order_asked(tmp_path, mon
         time.sleep(0.2 if impl == "a" else 0.05)  # "a" finishes last
         with lock:
             running[0] -= 1
-        return _report(f"{impl}-1", [("iou", "IOU-1", "passed", None)])
+        data = _report(f"{impl}-1", [("iou", "IOU-1", "passed", None)])
+        report.write_text(json.dumps(data), encoding="utf-8")  # as --conformance-report does
+        return data
 
     monkeypatch.setattr(table, "run_suite", fake_run_suite)
+    loads = iter([[1.31, 1.0, 1.0], [3.5, 2.0, 1.0]])  # the 1-minute load at start, at end
+    monkeypatch.setattr(table, "load_average", lambda: next(loads))
     out = tmp_path / "t.md"
     assert table.main(["--out", str(out), "--jobs", "3", "--impl", "a", "--impl", "b",
-                       "--impl", "c"]) == 0
+                       "--impl", "c", "--reports", str(tmp_path / "kept")]) == 0
     assert peak[0] > 1
-    assert "| clause | a | b | c |" in out.read_text(encoding="utf-8").splitlines()
-
-
-def test_an_implementation_that_kills_the_run_is_reported_not_run_with_the_signal(tmp_path):
-    """A native crash leaves no report: the page says which signal ended the run (the
-    segfaults torchvision's RoIAlign kernel caused read as a progress line before)."""
-    from conformance.table import run_suite
-
-    crash = tmp_path / "crash.py"
-    crash.write_text("import os, signal\n"
-                     "def box_area(boxes):\n"
-                     "    os.kill(os.getpid(), signal.SIGSEGV)\n", encoding="utf-8")
-    report = run_suite(str(crash), tmp_path / "crash.json", ["-k", "box_area_matches"], "ci")
-    assert "SIGSEGV" in report["not_run"] and "--impl=" in report["not_run"], report
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert "| clause | a | b | c |" in lines
+    # "What ran" says how it ran: the machine, --jobs, the load, each run's wall time
+    from conformance.machine import describe
+    assert f"- machine: {describe()}" in lines and "cores usable" in describe()
+    assert any(line.startswith("- jobs: 3 (") for line in lines)
+    assert "- 1-minute load average: 1.3 at start, 3.5 at end" in lines
+    assert any(re.fullmatch(r"- started: \d{4}-\d\d-\d\d \d\d:\d\d UTC", ln) for ln in lines)
+    walls = {}
+    for line in lines:
+        m = re.fullmatch(r"- \*\*(\w)\*\* \w-1 \(flavours claimed: mmdet\): (\d+\.\d) s wall", line)
+        if m:
+            walls[m.group(1)] = float(m.group(2))
+    assert sorted(walls) == ["a", "b", "c"] and walls["a"] >= 0.2, walls  # "a" slept 0.2 s
+    total = next(ln for ln in lines if ln.startswith("- wall time in all: "))
+    assert float(total.split(": ")[1].removesuffix(" s")) >= walls["a"]
+    # a page rebuilt from the kept reports keeps their times and says nothing ran now
+    again = tmp_path / "again.md"
+    assert table.main(["--out", str(again), "--impl", "a", "--from-reports",
+                       str(tmp_path / "kept")]) == 0
+    rebuilt = again.read_text(encoding="utf-8").splitlines()
+    assert f"- **a** a-1 (flavours claimed: mmdet): {walls['a']} s wall" in rebuilt
+    assert any(ln.startswith("- run: page built from the reports in ") for ln in rebuilt)
+    assert not any(ln.startswith(("- jobs:", "- 1-minute load")) for ln in rebuilt)
