@@ -151,10 +151,11 @@ def test_committed_flavour_table_is_in_the_generators_format():
     assert page.startswith(preamble), "docs/flavours.md does not start as the generator writes"
     lines = page.splitlines()
     ran = lines[lines.index("## What ran") + 1: lines.index("## Totals (tests)")]
-    for key in ("python", "torch", "torchvision", "hypothesis profile"):
-        assert any(line.startswith(f"- {key}: ") for line in ran), key
-    for name in DEFAULT_IMPLS:  # each implementation with its version, or why it did not run
-        assert any(re.match(rf"- \*\*{name}\*\*( \S.* \(flavours claimed: .*\)(: \S.* wall)?|"
+    for key in ("python", "torch", "torchvision", "hypothesis profile", "machine", "jobs",
+                "torch threads", "started", "1-minute load average", "wall time in all"):
+        assert any(line.startswith(f"- {key}: ") for line in ran), key  # how it ran, where
+    for name in DEFAULT_IMPLS:  # each with its version and wall time, or why it did not run
+        assert any(re.match(rf"- \*\*{name}\*\*( \S.* \(flavours claimed: .*\): \S.* wall|"
                             r": not run \(.+\))$", line) for line in ran), name
     names = [line.split("**")[1] for line in ran if line.startswith("- **") and "not run" not in line]
     totals = lines.index("## Totals (tests)")
@@ -234,3 +235,33 @@ def test_jobs_run_implementations_at_once_and_keep_the_order_asked(tmp_path, mon
     assert f"- **a** a-1 (flavours claimed: mmdet): {walls['a']} s wall" in rebuilt
     assert any(ln.startswith("- run: page built from the reports in ") for ln in rebuilt)
     assert not any(ln.startswith(("- jobs:", "- 1-minute load")) for ln in rebuilt)
+
+
+def test_the_readmes_flavour_table_totals_are_the_committed_pages():
+    """README states the committed page's totals: they come from docs/flavours.md (which
+    names the machine and the time each run took), so a regenerated page that changes
+    them must change the README too."""
+    import re
+
+    from conformance.table import ORDER
+
+    page = (REPO / "docs" / "flavours.md").read_text(encoding="utf-8").splitlines()
+    start = page.index("## Totals (tests)") + 4
+    totals = {}
+    for line in page[start:]:
+        if not line.startswith("| "):
+            break
+        name, *counts = [c.strip() for c in line.strip("|").split("|")]
+        totals[name] = dict(zip(ORDER, map(int, counts)))
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    said = re.search(r"The committed page: 0 failures on all four; reference (\d+) passed, "
+                     r"torchvision (\d+) passed and (\d+) declared deviations, mmdet \S+ (\d+) "
+                     r"and (\d+), detectron2 \(\w+\) (\d+) and (\d+)\.", readme)
+    assert said, "README's sentence on the committed flavour table's totals is gone"
+    assert sorted(totals) == ["detectron2", "mmdet", "reference", "torchvision"], totals
+    assert all(t["failed"] == t["unexpected_pass"] == 0 for t in totals.values()), totals
+    stated = [int(n) for n in said.groups()]
+    assert stated == [totals["reference"]["passed"],
+                      totals["torchvision"]["passed"], totals["torchvision"]["deviation"],
+                      totals["mmdet"]["passed"], totals["mmdet"]["deviation"],
+                      totals["detectron2"]["passed"], totals["detectron2"]["deviation"]]
