@@ -219,6 +219,41 @@ def suite_run(work: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- report
+def read_figures_md(path: Path) -> dict:
+    """{name: text} of a figures.md ("**name**: text" paragraphs); {} if unreadable."""
+    try:
+        paragraphs = path.read_text().split("\n\n")
+    except OSError:
+        return {}
+    found = (re.fullmatch(r"\*\*(\w+)\*\*: (.*)", p.strip(), re.S) for p in paragraphs)
+    return {m.group(1): m.group(2) for m in found if m and m.group(1) in MARKERS}
+
+
+def keep_unmeasured(path: Path, report: dict) -> dict:
+    """The new report, plus the sections of the one at ``path`` that this run did
+    not measure (a ``--runs 0 --suite`` run keeps the training figures): each
+    section keeps the machine, commit and time it was measured with."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return report
+    if not isinstance(old, dict):
+        return report
+    if not isinstance(old.get("texts"), dict):  # written before "texts": its figures.md
+        old["texts"] = read_figures_md(path.with_name("figures.md"))
+    texts = dict(report["texts"])
+    for name in MARKERS:
+        if name not in texts and name in old["texts"] and name in old:
+            report[name] = old[name]
+            report.setdefault("machine_of", {})[name] = old.get("machine_of", {}).get(
+                name, old.get("machine"))
+            texts[name] = old["texts"][name]
+    for name in report["texts"]:
+        report.setdefault("machine_of", {})[name] = report["machine"]
+    report["texts"] = {name: texts[name] for name in MARKERS if name in texts}
+    return report
+
+
 def spread(values: list[float], fmt) -> str:
     if len(values) == 1:
         return fmt(values[0])
@@ -342,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     m["load_at_end"] = [round(v, 2) for v in os.getloadavg()]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    report["texts"] = blocks
+    report = keep_unmeasured(out_dir / "figures.json", report)
     (out_dir / "figures.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = "\n\n".join(f"**{name}**: {body}" for name, body in blocks.items())
+    markdown = "\n\n".join(f"**{name}**: {body}" for name, body in report["texts"].items())
     (out_dir / "figures.md").write_text(f"# Measured figures\n\n{markdown}\n")
     print(markdown)
     if args.update_readme and blocks:

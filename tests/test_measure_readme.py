@@ -94,3 +94,22 @@ def test_spread_is_median_min_max():
     assert module.spread([0.8], lambda v: f"{v:.3f}") == "0.800"
     assert module._mmss(140.4) == "2 min 20 s" and module._mmss(59) == "59 s"
     assert module._mmss(3.14) == "3.1 s"
+
+
+def test_a_suite_only_run_keeps_the_training_figures_it_did_not_measure(tmp_path):
+    module = _module()
+    old_machine = {"cpu": "old CPU"}
+    (tmp_path / "figures.json").write_text(json.dumps(
+        {"machine": old_machine, "training": [{"seed": 0, "ap": 0.8}]}))
+    (tmp_path / "figures.md").write_text(
+        "# Measured figures\n\n**training**: ten minutes, AP 0.8.\n")  # before "texts" existed
+    new = {"machine": {"cpu": "new CPU"}, "suite": {"wall_s": 60.0},
+           "texts": {"suite": "one minute."}}
+    merged = module.keep_unmeasured(tmp_path / "figures.json", new)
+    assert merged["texts"] == {"training": "ten minutes, AP 0.8.", "suite": "one minute."}
+    assert merged["training"] == [{"seed": 0, "ap": 0.8}] and merged["suite"] == {"wall_s": 60.0}
+    assert merged["machine_of"] == {"training": old_machine, "suite": {"cpu": "new CPU"}}
+    # measured again: the new figures replace the old ones
+    again = module.keep_unmeasured(tmp_path / "figures.json", {
+        "machine": {"cpu": "x"}, "training": [], "texts": {"training": "new."}})
+    assert again["texts"] == {"training": "new."} and again["training"] == []
