@@ -37,12 +37,20 @@ import re
 import warnings
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 from hypothesis import HealthCheck, Phase, settings
 
 from conformance.implementation import Implementation, NotImplementedInImpl, load_implementation
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where a device is first needed, not here: installed, this module
+# loads in every pytest run of the environment (dormant there), and a run of a suite
+# that never asks for ``device`` (a port without torch, the plugin's own toy suites)
+# should not pay the seconds torch takes to import.
 
 # --------------------------------------------------------------------------- hypothesis
 settings.register_profile(
@@ -161,12 +169,21 @@ class ConformanceSession:
         dev = config.getoption("conformance_device")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", dev):
             raise pytest.UsageError(f"--device={dev}: expected cpu or cuda[:N]")
-        self.device = torch.device(dev)
-        self.cuda_missing = self.device.type == "cuda" and not torch.cuda.is_available()
+        self.device_name = dev  # validated; torch.device(dev) is made on first use
+        self.cuda_missing = dev.startswith("cuda") and not _torch().cuda.is_available()
         self.clauses = read_clauses()
         self.matched_prefixes: set[str] = set()
         self.results: dict[str, dict] = {}
         self.unknown_clauses: list[tuple[str, str]] = []
+
+    @functools.cached_property
+    def device(self) -> torch.device:
+        return _torch().device(self.device_name)
+
+
+def _torch():
+    import torch
+    return torch
 
 
 _SESSION_KEY = pytest.StashKey[ConformanceSession]()
@@ -261,7 +278,7 @@ def _header_lines(s: ConformanceSession) -> list[str]:
         f"conformance: loaded from {impl.location}",
         f"conformance: flavours claimed {list(impl.flavours) or 'none'}; "
         f"deviations {len(impl.deviations)} from {impl.deviations_file or 'none'}",
-        f"conformance: device {s.device}; hypothesis profile {settings._current_profile}; "
+        f"conformance: device {s.device_name}; hypothesis profile {settings._current_profile}; "
         f"SPEC.md {spec_path() or 'not found'}",
         *(f"conformance: note: {note}" for note in impl.notes),
     ]
@@ -521,6 +538,22 @@ def clause_rollup(results: dict[str, dict]) -> dict[str, dict]:
     return dict(sorted(rollup.items()))
 
 
+def _version_of(name: str) -> str | None:
+    """The version the run used: the module's ``__version__`` (``2.14.1+cu130``) when the
+    run imported it, else the installed distribution's (``2.14.1``; not imported only
+    for the versions, which takes seconds for torch), or None when it is not installed."""
+    import importlib.metadata
+    import sys
+
+    module = sys.modules.get(name)
+    if module is not None:
+        return module.__version__
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _versions(s: ConformanceSession, config: pytest.Config) -> dict:
     import platform
 
@@ -532,17 +565,12 @@ def _versions(s: ConformanceSession, config: pytest.Config) -> dict:
     seed = config.getoption("hypothesis_seed", default=None)
     if isinstance(seed, str) and seed.lstrip("-").isdigit():
         seed = int(seed)  # hypothesis reads a numeric --hypothesis-seed as that int
-    try:
-        import torchvision
-        tv = torchvision.__version__
-    except ImportError:  # pragma: no cover - torchvision is a dependency
-        tv = None
     from conformance import __version__ as suite_version
     return {
         "detspec": suite_version,
         "spec_md_sha256": hashlib.sha256(spec.read_bytes()).hexdigest() if spec else None,
-        "torch": torch.__version__,
-        "torchvision": tv,
+        "torch": _version_of("torch"),
+        "torchvision": _version_of("torchvision"),
         "hypothesis": hypothesis.__version__,
         "pytest": pytest.__version__,
         "python": platform.python_version(),
@@ -665,7 +693,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
                 "deviations_file": s.impl.deviations_file,
                 "notes": list(s.impl.notes),
             },
-            "device": str(s.device),
+            "device": s.device_name,
             "versions": _versions(s, config),
             "protocol_names": {"exposed": sorted(n for n, ok in s.impl.requested.items() if ok),
                                "lacking": sorted(n for n, ok in s.impl.requested.items()

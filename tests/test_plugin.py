@@ -79,15 +79,19 @@ conformance/test_toy.py::test_no_such_test                     # stale entry
 '''
 
 
-@pytest.fixture()
-def toy(tmp_path):
-    pkg = tmp_path / "conformance"
+def _write_toy(root: Path) -> Path:
+    pkg = root / "conformance"
     pkg.mkdir()
     (pkg / "conftest.py").write_text("from conformance.conftest import *  # noqa\n")
     (pkg / "test_toy.py").write_text(TESTS)
-    (tmp_path / "toy.py").write_text(IMPL)
-    (tmp_path / "toy.deviations").write_text(DEVIATIONS)
-    return tmp_path
+    (root / "toy.py").write_text(IMPL)
+    (root / "toy.deviations").write_text(DEVIATIONS)
+    return root
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    return _write_toy(tmp_path)
 
 
 def run(toy: Path, *args: str) -> subprocess.CompletedProcess:
@@ -102,9 +106,19 @@ def run(toy: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=toy, env=env, timeout=120)
 
 
-def test_report_classifies_every_outcome(toy):
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """One run of the toy suite as written, with a JSON report into a folder that does
+    not exist yet: the tests that only read its output and report share it (each run
+    costs a fresh interpreter importing the plugin, several CPU-seconds)."""
+    toy = _write_toy(tmp_path_factory.mktemp("toy"))
     report = toy / "out" / "report.json"
     proc = run(toy, f"--conformance-report={report}")
+    return toy, proc, report
+
+
+def test_report_classifies_every_outcome(plain_run):
+    toy, proc, report = plain_run
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out  # test_triple_fails fails
     data = json.loads(report.read_text())
@@ -126,26 +140,27 @@ def test_report_classifies_every_outcome(toy):
     assert data["implementation"]["version"] == "9.9"
 
 
-def test_header_names_the_implementation_version_and_location(toy):
-    out = run(toy).stdout
+def test_header_names_the_implementation_version_and_location(plain_run):
+    toy, proc, _ = plain_run
+    out = proc.stdout
     assert "conformance: implementation toy version 9.9" in out
     assert f"loaded from {toy / 'toy.py'}" in out
 
 
-def test_summary_table_and_unexpected_pass_are_printed(toy):
-    out = run(toy).stdout
+def test_summary_table_and_unexpected_pass_are_printed(plain_run):
+    out = plain_run[1].stdout
     assert "conformance of toy 9.9" in out
     assert "UNEXPECTED PASS of declared deviation" in out
     assert "toy used to differ" in out
 
 
-def test_failure_quotes_the_spec_clause(toy):
-    out = run(toy).stdout
+def test_failure_quotes_the_spec_clause(plain_run):
+    out = plain_run[1].stdout
     assert "SPEC.md clause" in out and "[HAR-1]" in out
 
 
-def test_unmatched_deviation_prefix_is_warned_about(toy):
-    out = run(toy).stdout
+def test_unmatched_deviation_prefix_is_warned_about(plain_run):
+    out = plain_run[1].stdout
     assert "test_no_such_test" in out and "matches no collected test" in out
 
 

@@ -65,15 +65,19 @@ def test_renamed_deviation_two(impl):
 '''
 
 
-@pytest.fixture()
-def port(tmp_path):
-    pkg = tmp_path / "conformance"
+def _write_port(root: Path) -> Path:
+    pkg = root / "conformance"
     pkg.mkdir()
     (pkg / "conftest.py").write_text("from conformance.conftest import *  # noqa\n")
     (pkg / "test_toy.py").write_text(TESTS)
-    (tmp_path / "port.py").write_text(IMPL)
-    (tmp_path / "port.deviations").write_text("# by clause id\nHAR-2  # port counts twice\n")
-    return tmp_path
+    (root / "port.py").write_text(IMPL)
+    (root / "port.deviations").write_text("# by clause id\nHAR-2  # port counts twice\n")
+    return root
+
+
+@pytest.fixture()
+def port(tmp_path):
+    return _write_port(tmp_path)
 
 
 def run(port: Path, *args: str) -> subprocess.CompletedProcess:
@@ -89,10 +93,20 @@ def _status(report: Path) -> dict[str, str]:
             for t in json.loads(report.read_text())["tests"]}
 
 
-# --------------------------------------------------------------------------- item 6: deviations
-def test_a_deviation_may_name_a_clause_id(port):
+@pytest.fixture(scope="module")
+def reported_run(tmp_path_factory):
+    """One run of the port as written, with the JSON report, a fixed hypothesis seed and
+    long tracebacks, shared by the tests that only read its output (each run is a fresh
+    interpreter: seconds). The report's messages do not depend on --tb (exconly())."""
+    port = _write_port(tmp_path_factory.mktemp("port"))
     report = port / "r.json"
-    run(port, f"--conformance-report={report}")
+    proc = run(port, f"--conformance-report={report}", "--hypothesis-seed=7", "--tb=long")
+    return proc, report
+
+
+# --------------------------------------------------------------------------- item 6: deviations
+def test_a_deviation_may_name_a_clause_id(reported_run):
+    _, report = reported_run
     status = _status(report)
     assert status["test_renamed_deviation_one"] == "deviation"
     assert status["test_renamed_deviation_two"] == "deviation"
@@ -119,9 +133,8 @@ def test_readme_and_spec_say_the_deviations_file_is_package_data():
 
 
 # --------------------------------------------------------------------------- item 3: JSON report
-def test_the_json_report_says_what_to_act_on(port):
-    report = port / "r.json"
-    proc = run(port, f"--conformance-report={report}", "--hypothesis-seed=7")
+def test_the_json_report_says_what_to_act_on(reported_run):
+    proc, report = reported_run
     data = json.loads(report.read_text())
     tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
     close = tests["test_close_fails"]
@@ -156,8 +169,8 @@ def test_the_json_report_says_what_to_act_on(port):
 
 
 # --------------------------------------------------------------------------- item 4: failures
-def test_failure_output_is_short(port):
-    out = run(port, "--tb=long").stdout
+def test_failure_output_is_short(reported_run):
+    out = reported_run[0].stdout
     failure = out.split("test_close_fails", 1)[1]
     assert "<Implementation port 0.3>" in failure
     assert "Implementation(" not in out  # not the dataclass repr with module and deviations
@@ -260,7 +273,12 @@ def test_the_suite_embeds_in_a_porters_own_tests(tmp_path):
 
 
 def test_the_dormant_plugin_leaves_other_runs_alone(tmp_path):
+    """No header, and nothing heavy imported: the plugin loads in every pytest run of an
+    environment where detspec is installed, and torch alone takes seconds to import."""
     repo = _porter_repo(tmp_path, conftest=True)
+    (repo / "tests" / "test_own.py").write_text(
+        "import sys\n\n\ndef test_porters_own_test():\n"
+        "    assert 'torch' not in sys.modules, 'the dormant plugin imported torch'\n")
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{repo}"}
     env.pop("CONFORMANCE_IMPL", None)
     proc = subprocess.run([sys.executable, "-m", "pytest", "tests/test_own.py", "-q"],
