@@ -65,15 +65,15 @@ def test_a_run_over_budget_is_stopped_and_reported_as_not_finished(tmp_path):
         "--model-override=delay=1.0", "--no-eval")]
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(SCRIPT), "--runs", "1", *slow, "--budget-min",
-                           "0.2", "--out-dir", str(tmp_path / "out"), "--work-dir",
+                           "0.1", "--out-dir", str(tmp_path / "out"), "--work-dir",
                            str(tmp_path / "work")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     (run,) = json.loads((tmp_path / "out" / "figures.json").read_text())["training"]
-    assert run["finished"] is False and run["ap"] is None and run["wall_s"] >= 12
+    assert run["finished"] is False and run["ap"] is None and run["wall_s"] >= 6
     assert run["steps_done"] < 100  # 50 epochs x 2 steps of >= 1 s each
     text = (tmp_path / "out" / "figures.md").read_text()
-    assert "seed 0 NOT finished" in text and "--budget-min 0.2" in text
+    assert "seed 0 NOT finished" in text and "--budget-min 0.1" in text
     assert "No final AP was measured." in text
 
 

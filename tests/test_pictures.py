@@ -2,7 +2,10 @@
 
 Checked by content: the figure's axes, legends and values (matplotlib artists), the
 PNG's own pixels (each class colour present, colours distinct), text sizes. The CLI
-ones run as subprocesses on tiny inputs.
+ones run on tiny inputs, as subprocesses where the ``python -m`` entry is checked
+nowhere else (visualize curves, evaluate), else in-process through the same ``main``
+(predict's entry runs as a subprocess in test_checkpoint.py): each subprocess pays
+~7 CPU-s of importing torch and torchvision on the 2-core CI machine.
 """
 
 from __future__ import annotations
@@ -210,16 +213,21 @@ def _cli(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
         os.environ["PYTHONPATH"] = old
 
 
-def test_predict_a_folder_writes_one_picture_per_image_and_coco_results(trained, tmp_path):
+def test_predict_a_folder_writes_one_picture_per_image_and_coco_results(trained, tmp_path,
+                                                                       capsys, monkeypatch):
+    from reference import predict
     from reference.data import load_coco
     from reference.evaluate import coco_evaluate
 
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
     data, run = trained
     ann = data / "annotations" / "instances_val2017.json"
     out, dets = tmp_path / "pictures", tmp_path / "detections.json"
-    done = _cli("-m", "reference.predict", "--checkpoint", str(run), "--image",
-                str(data / "val2017"), "--out", str(out), "--detections", str(dets),
-                "--ann", str(ann), "--score-threshold", "0", "--device", "cpu")
+    assert predict.main(["--checkpoint", str(run), "--image", str(data / "val2017"),
+                         "--out", str(out), "--detections", str(dets), "--ann", str(ann),
+                         "--score-threshold", "0", "--device", "cpu",
+                         "--model", "test_train:build_standin"]) == 0
+    stdout = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [f"00000{k}.png" for k in range(6)]
     with Image.open(out / "000000.png") as im:
         assert im.width == 512  # 48 px enlarged so the labels can be read
@@ -233,7 +241,7 @@ def test_predict_a_folder_writes_one_picture_per_image_and_coco_results(trained,
         assert len(r["bbox"]) == 4 and r["bbox"][2] > 0 and r["bbox"][3] > 0
     coco_evaluate(coco, results)  # the file is valid COCO results for its own annotations
     coco.loadRes(str(dets))
-    assert "6 detections of 6 images written" in done.stdout
+    assert "6 detections of 6 images written" in stdout
 
 
 def test_predict_one_image_and_bad_paths(trained, tmp_path, capsys, monkeypatch):
@@ -321,17 +329,19 @@ def test_browser_draws_exactly_the_sample_training_gets(trained):
         browse_sample(plain, len(plain), 48, 48)
 
 
-def test_browser_cli_writes_one_sheet_per_image(trained, tmp_path):
+def test_browser_cli_writes_one_sheet_per_image(trained, tmp_path, capsys):
+    from reference.visualize import main
+
     data, _ = trained
     out = tmp_path / "browse"
-    done = _run("-m", "reference.visualize", "dataset", "--data-path", str(data), "--num", "2",
-                "--epoch", "1", "--out-dir", str(out))
+    assert main(["dataset", "--data-path", str(data), "--num", "2", "--epoch", "1",
+                 "--out-dir", str(out)]) == 0
+    stdout = capsys.readouterr().out
     written = sorted(out.iterdir())
     assert [p.name for p in written] == ["0000_000000.png", "0001_000001.png"]
     with Image.open(written[0]) as im:  # two 384 px panels side by side, 12 px apart
         assert im.width == 2 * 384 + 12
-    assert "12 images" in done.stdout.splitlines()[0] and "wrote 2 pictures" in done.stdout
-    from reference.visualize import main
+    assert "12 images" in stdout.splitlines()[0] and "wrote 2 pictures" in stdout
     with pytest.raises(SystemExit) as exc:
         main(["dataset", "--ann", str(data / "x.json"), "--out-dir", str(out)])
     assert exc.value.code == 2
