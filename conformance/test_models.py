@@ -277,8 +277,11 @@ def test_non_finite_predictions_in_training_name_the_stage(build, device, name, 
 # The loss history is read with .detach(); this test's own float() must not warn.
 @pytest.mark.filterwarnings(
     "error:Converting a tensor with requires_grad:UserWarning:conformance.test_models")
-@pytest.mark.parametrize("name, steps, lr", [("retinanet", 20, 0.01), ("faster_rcnn", 12, 0.01),
-                                             ("rtmdet", 25, 0.002)])
+# Steps: on the reference the mean of the last 3 losses is 13% (RetinaNet), 40% (Faster
+# R-CNN) and 17% (RTMDet, whose AdamW loss first rises) below that of the first 3; a
+# model that does not learn (no gradient reaching the weights) keeps them equal.
+@pytest.mark.parametrize("name, steps, lr", [("retinanet", 8, 0.01), ("faster_rcnn", 8, 0.01),
+                                             ("rtmdet", 12, 0.002)])
 def test_loss_decreases_on_a_fixed_batch(build, device, name, steps, lr):
     torch.set_num_threads(1)
     model = build(name).to(device).train()
