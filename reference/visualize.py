@@ -797,7 +797,7 @@ def draw_curves(records: Sequence[dict], title: Optional[str] = None):
     ax_ap.set_ylabel("AP")
     ax_ap.set_ylim(0, 1.1)
     ax_ap.grid(True, alpha=0.3)
-    ax_ap.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_ap.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: "1"
     if evaluated:
         ex = [r["epoch"] + 1 for r in evaluated]
         for i, (key, label) in enumerate(AP_CURVES):

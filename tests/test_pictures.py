@@ -110,6 +110,18 @@ def test_curves_of_a_long_run_label_the_best_and_the_last_ap_only():
 
 
 @needs_matplotlib
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_curves_of_a_short_run_mark_whole_epochs_only(epochs):
+    # a 1-epoch run (the README's short walk) drew epoch ticks 0.60, 0.75, ... 1.80
+    from reference.visualize import draw_curves
+
+    fig = draw_curves(_log_records(epochs=epochs))
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[2].get_xticks() if 0.5 <= t <= epochs + 0.8]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+@needs_matplotlib
 def test_curves_without_evaluation_say_so_and_a_resumed_step_counts_once():
     from reference.visualize import draw_curves
 
