@@ -403,6 +403,15 @@ def _relative_nodeid(item: pytest.Item) -> str:
     suite_file = getattr(getattr(item, "cls", None), "__conformance_module__", None)
     if suite_file:
         return f"conformance/{suite_file}::{item.name}"
+    # the installed suite run from another project (``pytest --impl=NAME`` there): the
+    # node id is relative to that project's rootdir or to the argument ("test_nms.py::")
+    rest = item.nodeid.partition("::")[2]
+    try:
+        inside = Path(str(item.path)).resolve().relative_to(PACKAGE_DIR)
+    except (AttributeError, ValueError, OSError):
+        inside = None
+    if inside is not None and rest:
+        return f"conformance/{inside.as_posix()}::{rest}"
     idx = item.nodeid.find("conformance/")
     return item.nodeid[idx:] if idx >= 0 else item.nodeid
 

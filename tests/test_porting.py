@@ -272,6 +272,30 @@ def test_the_suite_embeds_in_a_porters_own_tests(tmp_path):
     assert "PASSED tests/test_own.py::test_porters_own_test" in out  # their own tests run too
 
 
+def test_pytest_impl_in_a_porters_repo_matches_deviation_prefixes_of_the_installed_suite(
+        tmp_path):
+    # `pytest --impl=myport` with no test paths runs the installed suite from outside the
+    # rootdir, where its node ids read "test_boxes.py::..."; the documented prefix
+    # "conformance/test_boxes.py::..." matched nothing there (the test ran as a plain pass)
+    from importlib.metadata import entry_points
+
+    if "conformance.plugin" not in {ep.name for ep in entry_points(group="pytest11")}:
+        pytest.skip("detspec's pytest11 entry point is not installed (pip install -e .)")
+    repo = _porter_repo(tmp_path, conftest=False)
+    report = tmp_path / "r.json"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{repo}", "CONFORMANCE_PROFILE": "ci"}
+    env.pop("CONFORMANCE_IMPL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--impl=myport", "-k", "test_box_area_is_not_clamped",
+         f"--conformance-report={report}"],
+        capture_output=True, text=True, timeout=300, cwd=repo, env=env)
+    out = proc.stdout + proc.stderr
+    data = json.loads(report.read_text())
+    status = {t["nodeid"].split("::", 1)[1]: t["status"] for t in data["tests"]}
+    assert status == {"test_box_area_is_not_clamped_for_inverted_boxes": "unexpected_pass"}, out
+    assert "matches no collected test" not in out, out
+
+
 def test_the_dormant_plugin_leaves_other_runs_alone(tmp_path):
     """No header, and nothing heavy imported: the plugin loads in every pytest run of an
     environment where detspec is installed, and torch alone takes seconds to import."""
