@@ -262,3 +262,9 @@ def test_a_divergence_raised_inside_the_detector_goes_through_the_non_finite_han
     assert "non-finite predictions" in err and "Last good checkpoint kept" in err
     assert _log(out)[-1]["type"] == "nonfinite"
     assert torch.load(out / "checkpoint.pth", weights_only=True)["step"] == 3
+
+
+def test_readme_says_what_a_group_signal_and_torchrun_print():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "python -m torch.distributed.run --nproc_per_node=2 -m reference.train" in text
+    assert "whole process group got the signal" in text and "SignalException" in text
