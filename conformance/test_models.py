@@ -272,6 +272,16 @@ def test_non_finite_predictions_in_training_name_the_stage(build, device, name, 
         model(images, targets)
 
 
+@pytest.fixture()
+def one_thread():
+    """One torch thread for the test (its few small ops wait on a busy second core
+    otherwise), restored afterwards so later tests run with the threads they had."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- overfit
 @pytest.mark.spec("MOD-12")
 # The loss history is read with .detach(); this test's own float() must not warn.
@@ -282,8 +292,7 @@ def test_non_finite_predictions_in_training_name_the_stage(build, device, name, 
 # model that does not learn (no gradient reaching the weights) keeps them equal.
 @pytest.mark.parametrize("name, steps, lr", [("retinanet", 8, 0.01), ("faster_rcnn", 8, 0.01),
                                              ("rtmdet", 12, 0.002)])
-def test_loss_decreases_on_a_fixed_batch(build, device, name, steps, lr):
-    torch.set_num_threads(1)
+def test_loss_decreases_on_a_fixed_batch(build, device, name, steps, lr, one_thread):
     model = build(name).to(device).train()
     images = _seeded_images([(64, 96), (64, 96)], device, seed=3)
     targets = [{"boxes": tensor([[8, 8, 40, 48], [50, 10, 90, 40]], device),
@@ -404,8 +413,7 @@ def test_upstream_configs_freeze_stem_and_keep_batch_norm_in_eval(build):
 # --------------------------------------------------------------------------- mixed precision
 @pytest.mark.spec("MOD-22")
 @pytest.mark.parametrize("name", SMALL)
-def test_small_detectors_train_under_cpu_bfloat16_autocast(build, name):
-    torch.set_num_threads(1)
+def test_small_detectors_train_under_cpu_bfloat16_autocast(build, name, one_thread):
     model = build(name).train()
     images = _seeded_images([(64, 96)], "cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16):
