@@ -290,9 +290,10 @@ def _batched_nms_blocks(boxes, scores, idxs, iou_threshold):
             return _batched_nms_per_category(boxes, scores, idxs, iou_threshold)
         kept |= decided
 
-    # kept slots back to input rows, by score: a slot's position in `order` is its rank
-    kept_ranks = by_category.index_select(0, torch.nonzero(kept).squeeze(1))  # (K,)
-    return order.index_select(0, torch.sort(kept_ranks).values)  # (K,)
+    # kept slots back to input rows, by score: a slot's position in `order` is its rank,
+    # so marking the kept ranks and reading `order` where marked keeps score order
+    kept_at_rank = torch.zeros_like(kept).scatter_(0, by_category, kept)  # (N,) over `order`
+    return order[kept_at_rank]  # (K,)
 
 
 def _padded_chunks(counts, small):
