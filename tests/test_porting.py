@@ -256,21 +256,28 @@ def _porter_repo(tmp_path: Path, conftest: bool) -> Path:
     return repo
 
 
-def test_the_suite_embeds_in_a_porters_own_tests(tmp_path):
-    repo = _porter_repo(tmp_path, conftest=True)
+def _pytest_in_porter_repo(repo, tmp_path, *args, timeout):
+    """``python -m pytest ARGS --conformance-report`` run in the porter's repository
+    (CI profile, no CONFORMANCE_IMPL): (process, its output, the report, node id
+    without its file -> status)."""
     report = tmp_path / "r.json"
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{repo}", "CONFORMANCE_PROFILE": "ci"}
     env.pop("CONFORMANCE_IMPL", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-rA", "-k", "(TestBoxes and box_area) or porters_own",
-         f"--conformance-report={report}"],
-        capture_output=True, text=True, timeout=600, cwd=repo, env=env)
+    proc = subprocess.run([sys.executable, "-m", "pytest", *args, f"--conformance-report={report}"],
+                          capture_output=True, text=True, timeout=timeout, cwd=repo, env=env)
     out = proc.stdout + proc.stderr
+    data = json.loads(report.read_text()) if report.exists() else {"tests": []}
+    status = {t["nodeid"].split("::", 1)[1]: t["status"] for t in data["tests"]}
+    return proc, out, data, status
+
+
+def test_the_suite_embeds_in_a_porters_own_tests(tmp_path):
+    repo = _porter_repo(tmp_path, conftest=True)
+    proc, out, data, status = _pytest_in_porter_repo(
+        repo, tmp_path, "-rA", "-k", "(TestBoxes and box_area) or porters_own", timeout=600)
     assert proc.returncode == 0, out
     assert out.count("conformance: implementation myport version 1.0") == 1, out
     assert "conformance of myport 1.0" in out
-    data = json.loads(report.read_text())
-    status = {t["nodeid"].split("::", 1)[1]: t["status"] for t in data["tests"]}
     assert status["TestBoxes::test_box_area_is_not_clamped_for_inverted_boxes"] == "unexpected_pass"
     assert status["TestBoxes::test_box_area_matches_the_oracle"] == "passed"
     assert {t["component"] for t in data["tests"]} == {"iou"}  # components=['iou']
@@ -287,17 +294,10 @@ def test_pytest_impl_in_a_porters_repo_matches_deviation_prefixes_of_the_install
     if "conformance.plugin" not in {ep.name for ep in entry_points(group="pytest11")}:
         pytest.skip("detspec's pytest11 entry point is not installed (pip install -e .)")
     repo = _porter_repo(tmp_path, conftest=False)
-    report = tmp_path / "r.json"
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{repo}", "CONFORMANCE_PROFILE": "ci"}
-    env.pop("CONFORMANCE_IMPL", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--impl=myport", "-k", "test_box_area_is_not_clamped",
-         f"--conformance-report={report}",
-         f"--ignore-glob={REPO / 'conformance'}/test_[!b]*.py"],  # collect test_boxes only
-        capture_output=True, text=True, timeout=300, cwd=repo, env=env)
-    out = proc.stdout + proc.stderr
-    data = json.loads(report.read_text())
-    status = {t["nodeid"].split("::", 1)[1]: t["status"] for t in data["tests"]}
+    _, out, _, status = _pytest_in_porter_repo(
+        repo, tmp_path, "--impl=myport", "-k", "test_box_area_is_not_clamped",
+        f"--ignore-glob={REPO / 'conformance'}/test_[!b]*.py",  # collect test_boxes only
+        timeout=300)
     assert status == {"test_box_area_is_not_clamped_for_inverted_boxes": "unexpected_pass"}, out
     assert "matches no collected test" not in out, out
 
